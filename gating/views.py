@@ -1,0 +1,7 @@
+from __future__ import annotations
+
+from django.shortcuts import render
+
+
+def index(request):
+    return render(request, "gating/index.html")

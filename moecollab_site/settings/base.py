@@ -1,0 +1,184 @@
+"""Settings shared by every environment; values come from the environment (12-factor)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from moecollab_site.settings.env import (
+    BASE_DIR,
+    env,
+    env_bool,
+    env_broker,
+    env_database,
+    env_int,
+)
+
+VAR_DIR = Path(env.str("MOECOLLAB_VAR_DIR", default=str(BASE_DIR / "var")))
+
+DEBUG = False
+# Each environment decides whether a default key is allowed.
+SECRET_KEY = env.str("SECRET_KEY", default="")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "moecollab_site",
+    "experts",
+    "gating",
+    "training",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "moecollab_site.urls"
+WSGI_APPLICATION = "moecollab_site.wsgi.application"
+ASGI_APPLICATION = "moecollab_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "moecollab_site.context_processors.roles",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env_database(f"sqlite:///{VAR_DIR / 'moecollab.sqlite3'}")}
+DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0)
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # The web process and the worker share the file: wait for locks instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+else:
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 3
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "home"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "staticfiles")))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+
+# Where the platform finds domain folders laid out like shared/data (domain.json, *.jsonl).
+MOECOLLAB_DATA_DIR = env.str("MOECOLLAB_DATA_DIR", default="") or None
+# Trunk features cached on disk, shared by jobs on one machine.
+MOECOLLAB_FEATURE_CACHE_DIR = Path(
+    env.str("MOECOLLAB_FEATURE_CACHE_DIR", default=str(VAR_DIR / "feature-cache"))
+)
+MOECOLLAB_UPLOAD_MAX_BYTES = env_int("MOECOLLAB_UPLOAD_MAX_MB", 200, minimum=1) * 1024 * 1024
+# Seconds after which a worker that has not written a heartbeat counts as gone.
+MOECOLLAB_WORKER_STALE_S = env_int("MOECOLLAB_WORKER_STALE_S", 60, minimum=5)
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 50,
+    "EXCEPTION_HANDLER": "moecollab_site.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "MoECollab API",
+    "DESCRIPTION": "Contributor marketplace and training platform for mixture-of-experts models.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# Celery. The default broker is kombu's filesystem transport: no server to run, yet the worker
+# is a real separate process that the web process hands work to.
+BROKER_DIR = Path(env.str("MOECOLLAB_BROKER_DIR", default=str(VAR_DIR / "broker")))
+CELERY_BROKER_URL = env_broker("filesystem://")
+
+
+def filesystem_broker_options(broker_dir: Path) -> dict:
+    """Transport options of the embedded broker; creates its folders."""
+    for sub in ("queue", "control"):
+        (broker_dir / sub).mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(broker_dir / "queue"),
+        "data_folder_out": str(broker_dir / "queue"),
+        "control_folder": str(broker_dir / "control"),
+        "store_processed": False,
+    }
+
+
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(BROKER_DIR)
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TASK_IGNORE_RESULT = True  # job state lives in the Job table
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "cpu"
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stale-jobs": {
+        "task": "training.sweep_stale_jobs",
+        "schedule": 60.0,
+        "options": {"queue": "cpu"},
+    },
+}

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from experts import views as expert_views
+from moecollab_site import views
+from moecollab_site.health import healthz
+
+api_v1 = [
+    path("auth/token/", views.ObtainTokenView.as_view(), name="api-token"),
+    path("", include("training.api_urls")),
+]
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", healthz, name="healthz"),
+    path("signup/", views.signup, name="signup"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("experts/", include("experts.urls")),
+    path("leaderboards/", expert_views.leaderboards, name="leaderboards"),
+    path("gating/", include("gating.urls")),
+    path("jobs/", include("training.urls")),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

@@ -1,0 +1,63 @@
+"""Shared fixtures: users in each role, and a real Celery worker process."""
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.contrib.auth.models import User
+
+from moecollab_site.roles import CONTRIBUTOR, MAINTAINER, user_add_role
+from tests.helpers import WorkerProcess, data_dir, database_url_of
+
+
+@pytest.fixture
+def shared_data():
+    path = data_dir()
+    assert (path / "news" / "domain.json").exists(), f"data sets not found at {path}"
+    return path
+
+
+def _user(username: str, role: str) -> User:
+    user = User.objects.create_user(username=username, password="pw-" + username,
+                                    email=f"{username}@example.org")
+    user_add_role(user=user, role=role)
+    return user
+
+
+@pytest.fixture
+def owner(db) -> User:
+    return _user("alice", CONTRIBUTOR)
+
+
+@pytest.fixture
+def stranger(db) -> User:
+    return _user("mallory", CONTRIBUTOR)
+
+
+@pytest.fixture
+def maintainer(db) -> User:
+    return _user("maya", MAINTAINER)
+
+
+@pytest.fixture
+def worker_env(transactional_db, tmp_path, settings) -> dict:
+    from django.db import connection
+
+    env = os.environ.copy()
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "moecollab_site.settings.test",
+        "DATABASE_URL": database_url_of(connection.settings_dict),
+        "MOECOLLAB_BROKER_DIR": str(settings.BROKER_DIR),
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "MOECOLLAB_FEATURE_CACHE_DIR": str(settings.MOECOLLAB_FEATURE_CACHE_DIR),
+    })
+    return env
+
+
+@pytest.fixture
+def celery_worker_process(worker_env, tmp_path):
+    worker = WorkerProcess(worker_env, tmp_path / "worker.log")
+    worker.start()
+    yield worker
+    worker.stop()
+

@@ -1,0 +1,150 @@
+"""Jobs: claimed once, progress throttled, failures and cancels recorded, stale ones swept."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from tests.helpers import api_client_for
+from training import runner, services
+from training.models import Job, WorkerHeartbeat
+
+
+@pytest.fixture
+def handlers(monkeypatch):
+    """A private handler table so tests can register kinds of their own."""
+    table: dict = {}
+    monkeypatch.setattr(runner, "HANDLERS", table)
+    return table
+
+
+def make_job(**fields) -> Job:
+    return Job.objects.create(kind=Job.Kind.SELF_CHECK, **fields)
+
+
+def test_it_runs_a_queued_job_once_and_ignores_a_redelivery(db, handlers):
+    calls = []
+    handlers[Job.Kind.SELF_CHECK] = lambda job, ctx: calls.append(job.pk) or {"answer": 42}
+    job = make_job()
+    assert runner.run_job(job.pk, worker="w1") == Job.Status.SUCCEEDED
+    assert runner.run_job(job.pk, worker="w2") == "skipped"
+    job.refresh_from_db()
+    assert calls == [job.pk]
+    assert job.metrics == {"answer": 42}
+    assert job.worker == "w1"
+    assert job.started_at and job.finished_at
+    assert job.progress_fraction == 1.0
+
+
+def test_it_records_a_failure_with_its_reason(db, handlers):
+    def boom(job, ctx):
+        ctx.progress(1, 4, "step one")
+        raise ValueError("the data folder has no domain.json")
+
+    handlers[Job.Kind.SELF_CHECK] = boom
+    job = make_job()
+    assert runner.run_job(job.pk, worker="w1") == Job.Status.FAILED
+    job.refresh_from_db()
+    assert job.error.startswith("ValueError: the data folder has no domain.json")
+    assert "step one" in job.log_tail
+    assert job.progress_current == 1 and job.progress_total == 4
+
+
+def test_it_stops_a_running_job_when_cancel_is_requested(db, handlers, monkeypatch):
+    monkeypatch.setattr(runner, "STOP_CHECK_EVERY_S", 0.0)
+    steps = []
+
+    def long_job(job, ctx):
+        for step in range(1000):
+            if step == 3:
+                services.job_cancel(job=job)  # as if a user clicked Cancel meanwhile
+            ctx.check_stop()
+            steps.append(step)
+        return {}
+
+    handlers[Job.Kind.SELF_CHECK] = long_job
+    job = make_job()
+    assert runner.run_job(job.pk, worker="w1") == Job.Status.CANCELLED
+    assert steps == [0, 1, 2]
+
+
+def test_it_fails_a_job_of_unknown_kind_cleanly(db, handlers):
+    job = make_job()
+    assert runner.run_job(job.pk, worker="w1") == Job.Status.FAILED
+    job.refresh_from_db()
+    assert "no handler" in job.error
+
+
+def test_it_throttles_progress_writes(db, handlers, monkeypatch):
+    writes = []
+    original = runner.JobContext.flush
+
+    def counting_flush(self):
+        writes.append(self.job.progress_current)
+        original(self)
+
+    monkeypatch.setattr(runner.JobContext, "flush", counting_flush)
+
+    def chatty(job, ctx):
+        for i in range(500):
+            ctx.progress(i, 500)
+        return {}
+
+    handlers[Job.Kind.SELF_CHECK] = chatty
+    runner.run_job(make_job().pk, worker="w1")
+    # 500 progress calls within well under a second: the first write, then the final flush.
+    assert len(writes) < 10
+
+
+def test_it_cancels_a_queued_job_at_once_and_refuses_a_finished_one(db):
+    job = make_job()
+    services.job_cancel(job=job)
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED
+    with pytest.raises(services.DomainError, match="already cancelled"):
+        services.job_cancel(job=job)
+
+
+def test_it_sweeps_a_running_job_whose_worker_went_silent(db, settings):
+    long_ago = timezone.now() - timedelta(seconds=settings.MOECOLLAB_WORKER_STALE_S * 3)
+    WorkerHeartbeat.objects.create(hostname="dead@host", last_seen=long_ago)
+    WorkerHeartbeat.objects.create(hostname="alive@host", last_seen=timezone.now())
+    orphan = make_job(status=Job.Status.RUNNING, worker="dead@host", started_at=long_ago)
+    healthy = make_job(status=Job.Status.RUNNING, worker="alive@host", started_at=long_ago)
+    assert services.jobs_sweep_stale() == {"failed": 1}
+    orphan.refresh_from_db()
+    healthy.refresh_from_db()
+    assert orphan.status == Job.Status.FAILED
+    assert "dead@host stopped" in orphan.error
+    assert healthy.status == Job.Status.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("who", "expected"), [("anonymous", 401), ("owner", 403), ("maintainer", 201)]
+)
+def test_it_lets_only_maintainers_start_jobs_through_the_api(
+    db, who, expected, owner, maintainer, monkeypatch
+):
+    dispatched = []
+    monkeypatch.setattr(services, "job_dispatch", lambda *, job: dispatched.append(job.pk))
+    user = {"anonymous": None, "owner": owner, "maintainer": maintainer}[who]
+    response = api_client_for(user).post("/api/v1/jobs/", {"kind": "self_check"}, format="json")
+    assert response.status_code == expected, response.content
+    assert Job.objects.count() == (1 if expected == 201 else 0)
+    if expected != 201:
+        assert "error" in response.json()
+
+
+def test_it_explains_an_unknown_job_kind(db, maintainer):
+    response = api_client_for(maintainer).post("/api/v1/jobs/", {"kind": "bake"}, format="json")
+    assert response.status_code == 400
+    assert "kind" in response.json()["error"]["message"]
+
+
+def test_it_lists_and_shows_jobs_to_anyone(db, client):
+    job = make_job()
+    assert client.get("/api/v1/jobs/").json()["results"][0]["id"] == job.pk
+    assert client.get(f"/api/v1/jobs/{job.pk}/").json()["status"] == "queued"
+    page = client.get(f"/jobs/{job.pk}/")
+    assert page.status_code == 200 and b"job-progress" in page.content

@@ -1,0 +1,57 @@
+"""REST endpoints for jobs: list, create, detail, cancel."""
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, permissions, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from moecollab_site.roles import is_maintainer
+from training import selectors, services
+from training.models import Job
+from training.serializers import JobCreateSerializer, JobSerializer
+
+
+class IsMaintainerForWrites(permissions.BasePermission):
+    message = "only maintainers can start or cancel jobs"
+
+    def has_permission(self, request, view):
+        if request.method in permissions.SAFE_METHODS:
+            return True
+        return is_maintainer(request.user)
+
+
+class JobListCreate(generics.ListAPIView):
+    serializer_class = JobSerializer
+    permission_classes = [permissions.IsAuthenticatedOrReadOnly, IsMaintainerForWrites]
+
+    def get_queryset(self):
+        return selectors.job_list(
+            status=self.request.query_params.get("status"),
+            kind=self.request.query_params.get("kind"),
+        )
+
+    @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer})
+    def post(self, request):
+        data = JobCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = services.job_create(
+            kind=data.validated_data["kind"], user=request.user,
+            params=data.validated_data["params"],
+        )
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+class JobDetail(generics.RetrieveAPIView):
+    serializer_class = JobSerializer
+    queryset = Job.objects.select_related("created_by")
+
+
+class JobCancel(APIView):
+    permission_classes = [permissions.IsAuthenticated, IsMaintainerForWrites]
+
+    @extend_schema(request=None, responses={200: JobSerializer})
+    def post(self, request, pk: int):
+        job = services.job_cancel(job=get_object_or_404(Job, pk=pk))
+        return Response(JobSerializer(job).data)

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from training.models import Job
+
+
+class JobSerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    progress = serializers.FloatField(source="progress_fraction", read_only=True)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id", "kind", "status", "queue", "created_by", "params", "progress",
+            "progress_current", "progress_total", "progress_message", "log_tail", "metrics",
+            "error", "cancel_requested", "created_at", "started_at", "finished_at",
+        ]
+        read_only_fields = fields
+
+
+class JobCreateSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=[Job.Kind.SELF_CHECK])
+    params = serializers.DictField(required=False, default=dict)

@@ -1,0 +1,85 @@
+"""Writes for jobs: create (dispatch after commit) and cancel."""
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from moecollab_site.api import DomainError
+from training.models import Job
+
+# Explicit limits per queue (seconds): soft raises inside the task, hard kills it.
+TIME_LIMITS = {Job.Queue.CPU: (3600, 3660), Job.Queue.GPU: (6 * 3600, 6 * 3600 + 60)}
+QUEUE_OF_KIND = {
+    Job.Kind.TRAIN_EXPERT: Job.Queue.GPU,
+    Job.Kind.TRAIN_GATING: Job.Queue.GPU,
+}
+
+
+def job_dispatch(*, job: Job) -> None:
+    from training.tasks import run_job_task
+
+    soft, hard = TIME_LIMITS[Job.Queue(job.queue)]
+    result = run_job_task.apply_async(
+        args=[job.pk], queue=job.queue, soft_time_limit=soft, time_limit=hard
+    )
+    Job.objects.filter(pk=job.pk).update(celery_task_id=result.id or "")
+
+
+def job_create(*, kind: str, user=None, params: dict | None = None) -> Job:
+    if kind not in Job.Kind.values:
+        raise DomainError(f"unknown job kind {kind!r}; known: {', '.join(Job.Kind.values)}")
+    job = Job.objects.create(
+        kind=kind,
+        queue=QUEUE_OF_KIND.get(kind, Job.Queue.CPU),
+        created_by=user if user is not None and user.is_authenticated else None,
+        params=params or {},
+    )
+    transaction.on_commit(lambda: job_dispatch(job=job))
+    return job
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Ask a job to stop: a queued job ends at once, a running one at its next stop check."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job.pk)
+        if job.is_finished:
+            raise DomainError(f"job {job.pk} has already {job.status}", code="job_finished",
+                              status_code=409)
+        job.cancel_requested = True
+        fields = ["cancel_requested"]
+        if job.status == Job.Status.QUEUED:
+            job.status = Job.Status.CANCELLED
+            job.finished_at = timezone.now()
+            fields += ["status", "finished_at"]
+        job.save(update_fields=fields)
+    return job
+
+
+def jobs_sweep_stale() -> dict:
+    """End running jobs whose worker stopped sending heartbeats; re-queue queued ones it held.
+
+    A worker killed mid-job never writes the outcome, so without this the job would say
+    "running" forever.
+    """
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    from training.models import WorkerHeartbeat
+
+    stale_before = timezone.now() - timedelta(seconds=settings.MOECOLLAB_WORKER_STALE_S)
+    heartbeats = WorkerHeartbeat.objects.filter(last_seen__gte=stale_before)
+    alive = set(heartbeats.values_list("hostname", flat=True))
+    failed = 0
+    running = Job.objects.filter(status=Job.Status.RUNNING, started_at__lt=stale_before)
+    for job in running.exclude(worker__in=alive):
+        last = WorkerHeartbeat.objects.filter(hostname=job.worker).values_list("last_seen")
+        seen = f"last heartbeat {last[0][0]:%Y-%m-%d %H:%M:%S} UTC" if last else "no heartbeat"
+        done = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+            status=Job.Status.FAILED,
+            finished_at=timezone.now(),
+            error=f"worker {job.worker or '?'} stopped while running this job ({seen}); "
+                  "marked failed by the stale-job sweep",
+        )
+        failed += done
+    return {"failed": failed}

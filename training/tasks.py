@@ -1,0 +1,19 @@
+"""Thin Celery tasks: they receive a job id and hand over to the runner."""
+from __future__ import annotations
+
+from celery import shared_task
+
+from training import handlers  # noqa: F401 - registers the handlers
+from training.runner import run_job
+
+
+@shared_task(name="training.run_job", bind=True, acks_late=True, ignore_result=True)
+def run_job_task(self, job_id: int) -> str:
+    return run_job(job_id, worker=self.request.hostname or "worker")
+
+
+@shared_task(name="training.sweep_stale_jobs", ignore_result=True, time_limit=120)
+def sweep_stale_jobs_task() -> dict:
+    from training.services import jobs_sweep_stale
+
+    return jobs_sweep_stale()

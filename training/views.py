@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from moecollab_site.api import DomainError
+from moecollab_site.roles import is_maintainer
+from training import selectors, services
+from training.models import Job
+from training.serializers import JobSerializer
+
+
+def job_list_page(request):
+    jobs = selectors.job_list(status=request.GET.get("status") or None)
+    page = Paginator(jobs, 25).get_page(request.GET.get("page"))
+    return render(request, "training/job_list.html", {"page": page, "statuses": Job.Status})
+
+
+def job_detail_page(request, pk: int):
+    job = get_object_or_404(Job.objects.select_related("created_by"), pk=pk)
+    return render(request, "training/job_detail.html", {"job": job})
+
+
+def job_status_json(request, pk: int):
+    """What the detail page polls for its progress bar."""
+    job = get_object_or_404(Job, pk=pk)
+    return JsonResponse(JobSerializer(job).data)
+
+
+@require_POST
+def job_start(request):
+    if not is_maintainer(request.user):
+        raise PermissionDenied("only maintainers can start jobs")
+    kind = request.POST.get("kind", Job.Kind.SELF_CHECK)
+    if kind != Job.Kind.SELF_CHECK:
+        messages.error(request, f"jobs of kind {kind!r} are started from their own pages")
+        return redirect("job-list")
+    job = services.job_create(kind=kind, user=request.user)
+    messages.success(request, f"Job {job.pk} queued.")
+    return redirect("job-detail", pk=job.pk)
+
+
+@require_POST
+def job_cancel(request, pk: int):
+    if not is_maintainer(request.user):
+        raise PermissionDenied("only maintainers can cancel jobs")
+    try:
+        services.job_cancel(job=get_object_or_404(Job, pk=pk))
+        messages.success(request, f"Job {pk}: cancel requested.")
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    return redirect("job-detail", pk=pk)
