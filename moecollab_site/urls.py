@@ -12,6 +12,8 @@ from moecollab_site.health import healthz
 api_v1 = [
     path("auth/token/", views.ObtainTokenView.as_view(), name="api-token"),
     path("", include("training.api_urls")),
+    path("", include("experts.api_urls")),
+    path("", include("gating.api_urls")),
 ]
 
 urlpatterns = [

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.utils.module_loading import autodiscover_modules
 
-from training import handlers  # noqa: F401 - registers the handlers
 from training.runner import run_job
+
+# Every app registers its job handlers in <app>/handlers.py.
+autodiscover_modules("handlers")
 
 
 @shared_task(name="training.run_job", bind=True, acks_late=True, ignore_result=True)

@@ -1,0 +1,120 @@
+"""Reads for the marketplace."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.db.models import Q, QuerySet
+
+from experts.models import (
+    DataSplit,
+    Domain,
+    Expert,
+    ExpertRequest,
+    ExpertVersion,
+    LeaderboardEntry,
+    Notification,
+)
+from moecollab_site.roles import is_maintainer
+
+
+def domain_list() -> QuerySet[Domain]:
+    return Domain.objects.prefetch_related("splits")
+
+
+def domain_split(*, domain: Domain, kind: str) -> DataSplit | None:
+    return DataSplit.objects.filter(domain=domain, kind=kind).first()
+
+
+def domain_rows(*, domain: Domain, kind: str) -> list[tuple[str, str]]:
+    """The (text, label) rows of one split; empty if the domain has no such split."""
+    split = domain_split(domain=domain, kind=kind)
+    if split is None:
+        return []
+    rows = []
+    with open(split.file.path, encoding="utf-8") as fh:
+        for line in fh:
+            record = json.loads(line)
+            rows.append((record["text"], record["label"]))
+    return rows
+
+
+def expert_list(*, user=None, domain: str | None = None, kind: str | None = None,
+                status: str | None = None, contributor: str | None = None,
+                text: str | None = None) -> QuerySet[Expert]:
+    qs = Expert.objects.select_related("owner", "domain").prefetch_related("versions")
+    if domain:
+        qs = qs.filter(domain__name=domain)
+    if kind:
+        qs = qs.filter(versions__kind=kind)
+    if status:
+        qs = qs.filter(versions__status=status)
+    if contributor:
+        qs = qs.filter(owner__username=contributor)
+    if text:
+        qs = qs.filter(Q(name__icontains=text) | Q(description__icontains=text)
+                       | Q(domain__name__icontains=text))
+    return qs.distinct()
+
+
+def expert_versions_approved(*, domains: list[str] | None = None) -> QuerySet[ExpertVersion]:
+    """Versions that may go into a gating model."""
+    qs = ExpertVersion.objects.filter(status=ExpertVersion.Status.APPROVED).select_related(
+        "expert__owner", "expert__domain"
+    )
+    if domains:
+        qs = qs.filter(expert__domain__name__in=domains)
+    return qs.order_by("expert__domain__name", "expert_id", "number")
+
+
+def version_artifact_paths(version: ExpertVersion) -> tuple[Path, Path]:
+    """Where a version's manifest and weights live on disk (workers only open these)."""
+    return Path(version.manifest_file.path), Path(version.weights.path)
+
+
+def best_version_for_domain(*, domain: Domain,
+                            exclude: ExpertVersion | None = None) -> ExpertVersion | None:
+    """The approved version with the highest private-test accuracy in a domain."""
+    qs = ExpertVersion.objects.filter(expert__domain=domain,
+                                      status=ExpertVersion.Status.APPROVED)
+    if exclude is not None:
+        qs = qs.exclude(pk=exclude.pk)
+    best = None
+    for version in qs.select_related("expert__owner"):
+        acc = version.metrics.get("test_accuracy")
+        if acc is not None and (best is None or acc > best.metrics["test_accuracy"]):
+            best = version
+    return best
+
+
+def review_queue() -> QuerySet[ExpertVersion]:
+    return ExpertVersion.objects.filter(
+        status=ExpertVersion.Status.AWAITING_REVIEW
+    ).select_related("expert__owner", "expert__domain").order_by("created_at")
+
+
+def can_see_private_data(user) -> bool:
+    return is_maintainer(user)
+
+
+def notifications_for(*, user) -> QuerySet[Notification]:
+    return Notification.objects.filter(user=user)
+
+
+def request_list(*, status: str | None = None) -> QuerySet[ExpertRequest]:
+    qs = ExpertRequest.objects.select_related("author", "domain", "closed_by")
+    if status:
+        qs = qs.filter(status=status)
+    return qs
+
+
+def leaderboard_domain(*, domain: Domain) -> QuerySet[LeaderboardEntry]:
+    return LeaderboardEntry.objects.filter(
+        board=LeaderboardEntry.Board.DOMAIN, domain=domain
+    ).select_related("version__expert__owner").order_by("rank")
+
+
+def leaderboard_contributors() -> QuerySet[LeaderboardEntry]:
+    return LeaderboardEntry.objects.filter(
+        board=LeaderboardEntry.Board.CONTRIBUTOR
+    ).select_related("user").order_by("rank")
