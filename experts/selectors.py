@@ -118,3 +118,15 @@ def leaderboard_contributors() -> QuerySet[LeaderboardEntry]:
     return LeaderboardEntry.objects.filter(
         board=LeaderboardEntry.Board.CONTRIBUTOR
     ).select_related("user").order_by("rank")
+
+
+def versions_visible(*, user, expert: Expert) -> QuerySet[ExpertVersion]:
+    """Approved and retired versions are public; owners and maintainers see every version."""
+    qs = expert.versions.prefetch_related("comments__author")
+    if is_maintainer(user) or expert.owner_id == getattr(user, "pk", None):
+        return qs
+    return qs.filter(status__in=[ExpertVersion.Status.APPROVED, ExpertVersion.Status.RETIRED])
+
+
+def version_get(*, user, expert: Expert, number: int) -> ExpertVersion | None:
+    return versions_visible(user=user, expert=expert).filter(number=number).first()

@@ -8,11 +8,31 @@ MAINTAINER = "maintainer"
 
 # app_label.codename granted to each role; one place says who may do what.
 ROLE_PERMISSIONS: dict[str, list[str]] = {
-    CONTRIBUTOR: ["training.view_job"],
+    CONTRIBUTOR: [
+        "training.view_job",
+        "experts.add_expert",
+        "experts.change_expert",
+        "experts.add_expertversion",
+        "experts.add_expertrequest",
+    ],
     MAINTAINER: [
         "training.view_job",
         "training.add_job",
         "training.change_job",
+        "experts.add_domain",
+        "experts.change_domain",
+        "experts.add_datasplit",
+        "experts.view_datasplit",
+        "experts.add_expert",
+        "experts.add_expertversion",
+        "experts.change_expertversion",
+        "experts.add_reviewcomment",
+        "experts.add_expertrequest",
+        "experts.change_expertrequest",
+        "gating.view_gatingversion",
+        "gating.add_gatingversion",
+        "gating.add_promotion",
+        "gating.change_promotion",
     ],
 }
 

@@ -10,6 +10,13 @@ from moecollab_site.roles import CONTRIBUTOR, MAINTAINER, user_add_role
 from tests.helpers import WorkerProcess, data_dir, database_url_of
 
 
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path):
+    """Each test writes uploads into its own folder, so leftovers can be counted."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
 @pytest.fixture
 def shared_data():
     path = data_dir()

@@ -87,3 +87,63 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.5, what: str = "c
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def make_artifact(folder: Path, *, domain: str = "news", labels: list[str] | None = None,
+                  seed: int = 0, mlp_hidden: int = 16) -> tuple[Path, Path]:
+    """A real head-expert artifact on the platform's backbone, random weights, written to disk."""
+    import types
+
+    import torch
+
+    from experts.ml.artifact import save_expert
+    from experts.ml.modules import ExpertConfig, build_expert
+    from experts.uploads import platform_backbone
+
+    info = platform_backbone()
+    labels = labels or ["World", "Sports", "Business", "Sci/Tech"]
+    torch.manual_seed(seed)
+    expert = build_expert(ExpertConfig(kind="head", domain=domain, labels=labels,
+                                       hidden_size=info["hidden_size"],
+                                       split_layer=info["num_layers"], mlp_hidden=mlp_hidden))
+    save_expert(expert, folder, backbone=types.SimpleNamespace(**info),
+                training={"note": "random weights made by a test", "seed": seed},
+                metrics={"dev_accuracy": 0.25})
+    return folder / "manifest.json", folder / "weights.safetensors"
+
+
+def media_files(root: Path) -> list[Path]:
+    return sorted(p for p in Path(root).rglob("*") if p.is_file())
+
+
+def write_domain_slice(src: Path, dest: Path, *, n_train: int, n_dev: int,
+                       n_test: int) -> Path:
+    """A small domain folder from a shared data set: train/dev from its train split, test from
+    its dev split (so the test rows are never trained on)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "domain.json").write_bytes((src / "domain.json").read_bytes())
+    train_lines = (src / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    test_lines = (src / "dev.jsonl").read_text(encoding="utf-8").splitlines()
+    (dest / "train.jsonl").write_text("\n".join(train_lines[:n_train]) + "\n", encoding="utf-8")
+    (dest / "dev.jsonl").write_text(
+        "\n".join(train_lines[n_train:n_train + n_dev]) + "\n", encoding="utf-8")
+    (dest / "test.jsonl").write_text("\n".join(test_lines[:n_test]) + "\n", encoding="utf-8")
+    return dest
+
+
+def train_real_artifact(domain_dir: Path, out: Path, *, cache_dir: Path) -> Path:
+    """Train a head expert with the engine on a domain folder and export its artifact."""
+    from experts.ml.artifact import save_expert
+    from experts.ml.backbone import BackboneConfig, load_backbone
+    from experts.ml.features import FeatureCache
+    from training.ml.data import load_domain_dir
+    from training.ml.expert_train import ExpertTrainConfig, train_expert
+
+    backbone = load_backbone(BackboneConfig(device="cpu"))
+    cache = FeatureCache(cache_dir, backbone)
+    domain = load_domain_dir(domain_dir)
+    trained = train_expert(ExpertTrainConfig(kind="head", epochs=15, device="cpu", seed=0),
+                           backbone=backbone, cache=cache, domain=domain)
+    save_expert(trained.expert, out, backbone=backbone, training=trained.training,
+                metrics=trained.metrics)
+    return out

@@ -182,3 +182,5 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": "cpu"},
     },
 }
+# Where workers run models: "auto" (CUDA when present), "cpu" or "cuda[:n]".
+MOECOLLAB_DEVICE = env.str("MOECOLLAB_DEVICE", default="auto")

@@ -1,0 +1,158 @@
+"""Job handlers of the marketplace: validate a version, train one from a dataset, leaderboards."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import random
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+
+from experts import selectors, services
+from experts.models import DataSplit, ExpertVersion
+from training.models import Job
+from training.runner import JobCancelled, JobContext, register
+
+
+@contextlib.contextmanager
+def _version_fails_with_job(version: ExpertVersion):
+    """If the handler dies, the version must not stay 'validating' or 'training'."""
+    try:
+        yield
+    except JobCancelled:
+        _mark_invalid(version, "cancelled before it finished")
+        raise
+    except Exception as exc:
+        _mark_invalid(version, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _mark_invalid(version: ExpertVersion, error: str) -> None:
+    ExpertVersion.objects.filter(pk=version.pk).update(
+        status=ExpertVersion.Status.INVALID, error=error[:5000])
+    services.notify(user=version.expert.owner,
+                    message=f"{version.label} failed: {error[:200]}",
+                    link=services.version_link(version))
+
+
+def _version(job: Job) -> ExpertVersion:
+    return ExpertVersion.objects.select_related("expert__domain", "expert__owner").get(
+        pk=job.params["version_id"])
+
+
+@register(Job.Kind.VALIDATE_EXPERT)
+def validate_expert(job: Job, ctx: JobContext) -> dict:
+    """Every artifact check, a smoke forward pass, then accuracy on the private test split."""
+    from experts.ml.artifact import inspect_artifact, load_expert
+    from experts.runtime import worker_backbone, worker_feature_cache
+    from training.ml.scoring import score_expert
+
+    version = _version(job)
+    with _version_fails_with_job(version):
+        ctx.progress(0, 3, "checking the artifact")
+        backbone = worker_backbone()
+        manifest_path, weights_path = selectors.version_artifact_paths(version)
+        checks = inspect_artifact(manifest_path, weights_path,
+                                  expected_fingerprint=backbone.fingerprint,
+                                  max_bytes=settings.MOECOLLAB_UPLOAD_MAX_BYTES)
+        recorded = [c for c in version.checks if c.get("where") == "upload"]
+        recorded += [{"name": c.name, "ok": c.ok, "message": c.message, "where": "worker"}
+                     for c in checks]
+        ExpertVersion.objects.filter(pk=version.pk).update(checks=recorded)
+        failed = next((c for c in checks if not c.ok), None)
+        if failed is not None:
+            _mark_invalid(version, f"{failed.name}: {failed.message}")
+            return {"valid": False, "failed_check": failed.name, "reason": failed.message}
+        ctx.check_stop()
+        module, _ = load_expert(manifest_path, weights_path,
+                                expected_fingerprint=backbone.fingerprint,
+                                max_bytes=settings.MOECOLLAB_UPLOAD_MAX_BYTES)
+        module.to(backbone.device)
+        domain = version.expert.domain
+        split = DataSplit.Kind.TEST
+        rows = selectors.domain_rows(domain=domain, kind=split)
+        if not rows:
+            split = DataSplit.Kind.DEV
+            rows = selectors.domain_rows(domain=domain, kind=split)
+        metrics: dict = {}
+        if rows:
+            ctx.progress(1, 3, f"scoring on {len(rows)} {split} examples")
+            scores = score_expert(module, rows, cache=worker_feature_cache())
+            metrics = {"test_accuracy": scores["accuracy"], "test_macro_f1": scores["macro_f1"],
+                       "n_eval": scores["n"], "eval_split": split}
+        ctx.progress(2, 3, "recording the result")
+        ExpertVersion.objects.filter(pk=version.pk).update(
+            status=ExpertVersion.Status.AWAITING_REVIEW, metrics=metrics, error="")
+        summary = (f"accuracy {metrics['test_accuracy']:.3f} on {metrics['n_eval']} "
+                   f"{split} examples" if metrics else "no evaluation split in this domain")
+        services.notify(user=version.expert.owner,
+                        message=f"{version.label} passed validation ({summary}); "
+                                "awaiting review",
+                        link=services.version_link(version))
+        ctx.progress(3, 3, "validated")
+    return {"valid": True, **metrics}
+
+
+@register(Job.Kind.TRAIN_EXPERT)
+def train_expert(job: Job, ctx: JobContext) -> dict:
+    """Train a version on the contributor's dataset, store its artifact, queue validation."""
+    from experts.ml.artifact import save_expert
+    from experts.runtime import worker_backbone, worker_feature_cache
+    from training.ml.data import DomainData
+    from training.ml.expert_train import ExpertTrainConfig
+    from training.ml.expert_train import train_expert as train
+
+    version = _version(job)
+    with _version_fails_with_job(version):
+        params = version.training_params
+        domain = version.expert.domain
+        with default_storage.open(params["dataset"], "rb") as fh:
+            records = [json.loads(line) for line in fh if line.strip()]
+        rows = [(r["text"], r["label"]) for r in records]
+        dev = selectors.domain_rows(domain=domain, kind=DataSplit.Kind.DEV)
+        dev_note = "the domain's dev split"
+        if not dev:
+            random.Random(0).shuffle(rows)
+            cut = max(1, len(rows) // 10)
+            dev, rows = rows[:cut], rows[cut:]
+            dev_note = f"{cut} rows held out from the dataset"
+        data = DomainData(name=domain.name, description=domain.description,
+                          labels=list(domain.labels), train=rows, dev=dev)
+        cfg = ExpertTrainConfig(kind=params.get("kind", "head"), epochs=params.get("epochs"),
+                                device=settings.MOECOLLAB_DEVICE)
+        ctx.log(f"training a {cfg.kind} expert on {len(rows)} rows; dev = {dev_note}")
+        trained = train(cfg, backbone=worker_backbone(), cache=worker_feature_cache(),
+                        domain=data, on_progress=lambda c, t, m="": ctx.progress(c, t, m),
+                        should_stop=ctx.should_stop)
+        ctx.check_stop()
+        with tempfile.TemporaryDirectory() as tmp:
+            out = save_expert(trained.expert, Path(tmp), backbone=worker_backbone(),
+                              training={**trained.training, "dev": dev_note,
+                                        "trained_by": "platform"},
+                              metrics=trained.metrics,
+                              extra={"name": version.expert.name,
+                                     "description": version.expert.description[:1000]})
+            manifest_bytes = (out / "manifest.json").read_bytes()
+            weights_bytes = (out / "weights.safetensors").read_bytes()
+        sha = hashlib.sha256(weights_bytes).hexdigest()
+        with transaction.atomic():
+            services.version_store(
+                expert=version.expert, manifest=json.loads(manifest_bytes),
+                manifest_bytes=manifest_bytes, weights_bytes=weights_bytes, sha256=sha,
+                request=None, checks=[], user=job.created_by, version=version,
+                source=ExpertVersion.Source.PLATFORM)
+    return {k: v for k, v in trained.metrics.items() if isinstance(v, (int, float))}
+
+
+@register(Job.Kind.REFRESH_LEADERBOARDS)
+def refresh_leaderboards(job: Job, ctx: JobContext) -> dict:
+    from experts.leaderboards import leaderboards_refresh
+
+    ctx.progress(0, 1, "ranking")
+    counts = leaderboards_refresh()
+    ctx.progress(1, 1, "done")
+    return counts
