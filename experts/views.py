@@ -407,7 +407,7 @@ def request_list(request):
     if status not in ExpertRequest.Status.values:
         status = ""
     page = _page(request, selectors.request_list(status=status or None).annotate(
-        n_answers=Count("answers")))
+        n_answers=Count("answers")).order_by("-created_at", "-id"))
     return render(request, "experts/request_list.html", {
         "page": page, "status": status, "statuses": ExpertRequest.Status.choices,
         "query": _query_without_page(request)})

@@ -16,7 +16,8 @@ SECRET_KEY = env.str("SECRET_KEY", default="test-key-0123456789-not-secret-01234
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # speed only
 # A file, not memory, so a worker process started by a test sees the same database.
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # One file per test run, so two runs on one machine do not share a database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 # Keep test state apart from a locally running platform.
 if "MEDIA_ROOT" not in os.environ:
     MEDIA_ROOT = VAR_DIR / "test-media"
