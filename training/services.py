@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from moecollab_site.api import DomainError
@@ -22,7 +23,9 @@ def job_dispatch(*, job: Job) -> None:
     result = run_job_task.apply_async(
         args=[job.pk], queue=job.queue, soft_time_limit=soft, time_limit=hard
     )
-    Job.objects.filter(pk=job.pk).update(celery_task_id=result.id or "")
+    Job.objects.filter(pk=job.pk).update(celery_task_id=result.id or "",
+                                         dispatched_at=timezone.now(),
+                                         dispatch_count=F("dispatch_count") + 1)
 
 
 def job_create(*, kind: str, user=None, params: dict | None = None) -> Job:
@@ -56,10 +59,11 @@ def job_cancel(*, job: Job) -> Job:
 
 
 def jobs_sweep_stale() -> dict:
-    """End running jobs whose worker stopped sending heartbeats; re-queue queued ones it held.
+    """End running jobs whose worker stopped sending heartbeats; re-send queued ones.
 
     A worker killed mid-job never writes the outcome, so without this the job would say
-    "running" forever.
+    "running" forever. A queued job whose message was lost (a broker restarted without
+    persistence) is dispatched again; claim() makes sure it still runs only once.
     """
     from datetime import timedelta
 
@@ -67,7 +71,8 @@ def jobs_sweep_stale() -> dict:
 
     from training.models import WorkerHeartbeat
 
-    stale_before = timezone.now() - timedelta(seconds=settings.MOECOLLAB_WORKER_STALE_S)
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.MOECOLLAB_WORKER_STALE_S)
     heartbeats = WorkerHeartbeat.objects.filter(last_seen__gte=stale_before)
     alive = set(heartbeats.values_list("hostname", flat=True))
     failed = 0
@@ -75,11 +80,17 @@ def jobs_sweep_stale() -> dict:
     for job in running.exclude(worker__in=alive):
         last = WorkerHeartbeat.objects.filter(hostname=job.worker).values_list("last_seen")
         seen = f"last heartbeat {last[0][0]:%Y-%m-%d %H:%M:%S} UTC" if last else "no heartbeat"
-        done = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
+        failed += Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
             status=Job.Status.FAILED,
-            finished_at=timezone.now(),
+            finished_at=now,
             error=f"worker {job.worker or '?'} stopped while running this job ({seen}); "
                   "marked failed by the stale-job sweep",
         )
-        failed += done
-    return {"failed": failed}
+    requeue_before = now - timedelta(seconds=settings.MOECOLLAB_REQUEUE_AFTER_S)
+    requeued = 0
+    waiting = Job.objects.filter(status=Job.Status.QUEUED, cancel_requested=False,
+                                 dispatched_at__lt=requeue_before)
+    for job in waiting:
+        job_dispatch(job=job)
+        requeued += 1
+    return {"failed": failed, "requeued": requeued}

@@ -113,6 +113,8 @@ MOECOLLAB_FEATURE_CACHE_DIR = Path(
 MOECOLLAB_UPLOAD_MAX_BYTES = env_int("MOECOLLAB_UPLOAD_MAX_MB", 200, minimum=1) * 1024 * 1024
 # Seconds after which a worker that has not written a heartbeat counts as gone.
 MOECOLLAB_WORKER_STALE_S = env_int("MOECOLLAB_WORKER_STALE_S", 60, minimum=5)
+# A queued job not picked up this long after dispatch is sent again (its message may be lost).
+MOECOLLAB_REQUEUE_AFTER_S = env_int("MOECOLLAB_REQUEUE_AFTER_S", 300, minimum=10)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

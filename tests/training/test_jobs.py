@@ -112,7 +112,7 @@ def test_it_sweeps_a_running_job_whose_worker_went_silent(db, settings):
     WorkerHeartbeat.objects.create(hostname="alive@host", last_seen=timezone.now())
     orphan = make_job(status=Job.Status.RUNNING, worker="dead@host", started_at=long_ago)
     healthy = make_job(status=Job.Status.RUNNING, worker="alive@host", started_at=long_ago)
-    assert services.jobs_sweep_stale() == {"failed": 1}
+    assert services.jobs_sweep_stale() == {"failed": 1, "requeued": 0}
     orphan.refresh_from_db()
     healthy.refresh_from_db()
     assert orphan.status == Job.Status.FAILED
@@ -148,3 +148,27 @@ def test_it_lists_and_shows_jobs_to_anyone(db, client):
     assert client.get(f"/api/v1/jobs/{job.pk}/").json()["status"] == "queued"
     page = client.get(f"/jobs/{job.pk}/")
     assert page.status_code == 200 and b"job-progress" in page.content
+
+
+def test_it_resends_a_queued_job_whose_message_may_be_lost(db, settings, monkeypatch):
+    sent = []
+    monkeypatch.setattr(services, "job_dispatch", lambda *, job: sent.append(job.pk))
+    old = timezone.now() - timedelta(seconds=settings.MOECOLLAB_REQUEUE_AFTER_S + 5)
+    lost = make_job(dispatched_at=old)
+    make_job(dispatched_at=timezone.now())  # just sent: left alone
+    make_job(dispatched_at=old, cancel_requested=True, status=Job.Status.CANCELLED)
+    assert services.jobs_sweep_stale() == {"failed": 0, "requeued": 1}
+    assert sent == [lost.pk]
+
+
+def test_it_fails_the_job_when_the_pool_process_running_it_dies(db):
+    from billiard.exceptions import WorkerLostError
+
+    from training.tasks import _job_task_died, run_job_task
+
+    job = make_job(status=Job.Status.RUNNING, worker="w1", started_at=timezone.now())
+    _job_task_died(sender=run_job_task, args=[job.pk],
+                   exception=WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL)"))
+    job.refresh_from_db()
+    assert job.status == Job.Status.FAILED
+    assert "signal 9" in job.error

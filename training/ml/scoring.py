@@ -32,7 +32,7 @@ def expert_predict(expert: nn.Module, texts: list[str], *, cache: FeatureCache,
 
 def score_expert(expert: nn.Module, rows: list[tuple[str, str]], *,
                  cache: FeatureCache) -> dict[str, float]:
-    """accuracy and macro-F1 over the gold labels of `rows` (labels the expert lacks count wrong)."""
+    """accuracy and macro-F1 on `rows`; a label the expert lacks always counts as wrong."""
     if not rows:
         raise ValueError("no rows to score")
     texts = [t for t, _ in rows]

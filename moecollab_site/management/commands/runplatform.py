@@ -67,7 +67,8 @@ class Command(BaseCommand):
         log_path = Path(settings.VAR_DIR) / "worker.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "celery", "-A", "moecollab_site", "worker",
-               "-Q", "cpu,gpu", "--concurrency", "1", "-l", "INFO",
+               "-Q", "cpu,gpu", "--concurrency", "1", "-l", "INFO", "--beat",
+               "--schedule", str(Path(settings.VAR_DIR) / "celerybeat-schedule"),
                "-n", f"local-{os.getpid()}@%h"]
         self.stdout.write(f"worker log: {log_path}")
         return subprocess.Popen(cmd, stdout=open(log_path, "ab"), stderr=subprocess.STDOUT,
