@@ -6,6 +6,10 @@ from django.db import models
 from django.utils import timezone
 
 
+EXPERT_KIND_CHOICES = [("head", "Head (MLP on the pooled trunk)"),
+                       ("branch", "Branch (fine-tuned top layers + head)")]
+
+
 class Domain(models.Model):
     """A classification task with a fixed label list, plus its data splits."""
 

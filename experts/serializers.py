@@ -4,6 +4,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from experts.models import (
+    EXPERT_KIND_CHOICES,
     DataSplit,
     Domain,
     Expert,
@@ -108,7 +109,7 @@ class VersionUploadSerializer(serializers.Serializer):
 
 class TrainRequestSerializer(serializers.Serializer):
     dataset = serializers.FileField()
-    kind = serializers.ChoiceField(choices=["head", "branch"], default="head")
+    kind = serializers.ChoiceField(choices=EXPERT_KIND_CHOICES, default="head")
     epochs = serializers.IntegerField(required=False, allow_null=True, min_value=1,
                                       max_value=100)
 

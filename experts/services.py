@@ -330,7 +330,7 @@ def expert_version_train_request(*, user, expert: Expert, dataset, kind: str = "
 
 # Review -------------------------------------------------------------------------------------
 
-_TRANSITIONS = {
+REVIEW_TRANSITIONS = {
     ReviewComment.Action.APPROVE: ({ExpertVersion.Status.AWAITING_REVIEW,
                                     ExpertVersion.Status.CHANGES_REQUESTED},
                                    ExpertVersion.Status.APPROVED),
@@ -360,7 +360,7 @@ def expert_version_review(*, user, version: ExpertVersion, action: str,
         version = ExpertVersion.objects.select_for_update().select_related(
             "expert__owner").get(pk=version.pk)
         if action != ReviewComment.Action.COMMENT:
-            allowed_from, target = _TRANSITIONS[action]
+            allowed_from, target = REVIEW_TRANSITIONS[action]
             if version.status not in allowed_from:
                 raise DomainError(
                     f"cannot {action.replace('_', ' ')} a version that is "

@@ -60,12 +60,12 @@ def _json_error(message: str, code: str, status: int):
 
 def _refused(request, exc: DomainError, template: str, context: dict):
     """Show a service's refusal: a 403 page, a 404, or the form again with the exact message."""
+    if _wants_json(request):
+        return _json_error(exc.message, exc.code, exc.status_code)
     if exc.status_code == 403:
         return _forbidden(request, exc.message)
     if exc.status_code == 404:
         raise Http404(exc.message)
-    if _wants_json(request):
-        return _json_error(exc.message, exc.code, exc.status_code)
     context["form"].add_error(None, exc.message)
     return render(request, template, context, status=exc.status_code)
 
@@ -95,6 +95,13 @@ def _owner_only(request, expert: Expert, what: str):
     if expert.owner_id != request.user.pk:
         return _forbidden(request, f"only the owner of expert {expert} can {what}")
     return None
+
+
+def _posted(request, *, files: bool = False) -> tuple:
+    """Form data for a POST (bound even when empty, so missing fields are reported), else none."""
+    if request.method != "POST":
+        return (None, None) if files else (None,)
+    return (request.POST, request.FILES) if files else (request.POST,)
 
 
 def _page(request, items):
@@ -138,7 +145,7 @@ def index(request):
 
 @login_required
 def expert_new(request):
-    form = ExpertCreateForm(request.POST or None)
+    form = ExpertCreateForm(*_posted(request))
     context = {"form": form}
     if request.method != "POST":
         return render(request, "experts/expert_form.html", context)
@@ -171,7 +178,7 @@ def expert_edit(request, pk: int):
     if refusal := _owner_only(request, expert, "edit it"):
         return refusal
     fields = ["description", "license", "intended_use", "training_data"]
-    form = ExpertEditForm(request.POST or None,
+    form = ExpertEditForm(*_posted(request),
                           initial={name: getattr(expert, name) for name in fields})
     context = {"form": form, "expert": expert}
     if request.method != "POST":
@@ -195,7 +202,7 @@ def version_upload(request, pk: int):
     expert = get_object_or_404(Expert.objects.select_related("owner", "domain"), pk=pk)
     if refusal := _owner_only(request, expert, "upload versions of it"):
         return refusal
-    form = VersionUploadForm(request.POST or None, request.FILES or None, domain=expert.domain)
+    form = VersionUploadForm(*_posted(request, files=True), domain=expert.domain)
     context = {"form": form, "expert": expert}
     if request.method != "POST":
         return render(request, "experts/version_upload.html", context)
@@ -216,7 +223,7 @@ def version_train(request, pk: int):
     expert = get_object_or_404(Expert.objects.select_related("owner", "domain"), pk=pk)
     if refusal := _owner_only(request, expert, "train versions of it"):
         return refusal
-    form = TrainRequestForm(request.POST or None, request.FILES or None)
+    form = TrainRequestForm(*_posted(request, files=True))
     context = {"form": form, "expert": expert}
     if request.method != "POST":
         return render(request, "experts/version_train.html", context)
@@ -259,7 +266,6 @@ def _version_context(request, version: ExpertVersion) -> dict:
         # Whoever may see a version may download it (services.expert_version_download).
         "can_download": bool(version.weights),
         "backbone": version.manifest.get("backbone", {}),
-        "review_form": ReviewForm(),
     }
 
 
@@ -275,10 +281,9 @@ def version_review(request, pk: int, number: int):
     version = _version_or_404(request, pk, number)
     form = ReviewForm(request.POST)
     if not form.is_valid():
-        context = _version_context(request, version)
-        context["review_form"] = form
         messages.error(request, "; ".join(" ".join(e) for e in form.errors.values()))
-        return render(request, "experts/version_detail.html", context, status=400)
+        return render(request, "experts/version_detail.html",
+                      _version_context(request, version), status=400)
     try:
         version = services.expert_version_review(
             user=request.user, version=version, action=form.cleaned_data["action"],
@@ -287,10 +292,8 @@ def version_review(request, pk: int, number: int):
         if exc.status_code in (403, 404):
             return _denied(request, exc)
         messages.error(request, exc.message)
-        context = _version_context(request, version)
-        context["review_form"] = form
-        return render(request, "experts/version_detail.html", context,
-                      status=exc.status_code)
+        return render(request, "experts/version_detail.html",
+                      _version_context(request, version), status=exc.status_code)
     if form.cleaned_data["action"] == "comment":
         messages.success(request, "Comment added.")
     else:
@@ -329,7 +332,7 @@ def review_queue(request):
 
 
 def domain_list(request):
-    domains = selectors.domain_list().annotate(n_experts=Count("experts"))
+    domains = selectors.domain_list().annotate(n_experts=Count("experts")).order_by("name")
     return render(request, "experts/domain_list.html", {"domains": domains})
 
 
@@ -337,7 +340,7 @@ def domain_list(request):
 def domain_new(request):
     if not is_maintainer(request.user):
         return _forbidden(request, "only maintainers can create domains")
-    form = DomainCreateForm(request.POST or None)
+    form = DomainCreateForm(*_posted(request))
     context = {"form": form}
     if request.method != "POST":
         return render(request, "experts/domain_form.html", context)
@@ -415,7 +418,7 @@ def request_list(request):
 
 @login_required
 def request_new(request):
-    form = RequestCreateForm(request.POST or None, request.FILES or None)
+    form = RequestCreateForm(*_posted(request, files=True))
     context = {"form": form}
     if request.method != "POST":
         return render(request, "experts/request_form.html", context)

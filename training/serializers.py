@@ -19,6 +19,10 @@ class JobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+# Kinds a user may start directly; the others are started by their own features.
+JOB_CREATE_KINDS = [(Job.Kind.SELF_CHECK.value, Job.Kind.SELF_CHECK.label)]
+
+
 class JobCreateSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=[Job.Kind.SELF_CHECK])
+    kind = serializers.ChoiceField(choices=JOB_CREATE_KINDS)
     params = serializers.DictField(required=False, default=dict)

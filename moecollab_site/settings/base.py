@@ -64,6 +64,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "moecollab_site.context_processors.roles",
+                "experts.context_processors.notifications",
             ],
         },
     },
@@ -135,6 +136,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several choice fields are called "kind": give each set its own schema name.
+    "ENUM_NAME_OVERRIDES": {
+        "SplitKindEnum": "experts.models.DataSplit.Kind",
+        "ExpertKindEnum": "experts.models.EXPERT_KIND_CHOICES",
+        "JobCreateKindEnum": "training.serializers.JOB_CREATE_KINDS",
+        "JobKindEnum": "training.models.Job.Kind",
+    },
 }
 
 # Celery. The default broker is kombu's filesystem transport: no server to run, yet the worker
