@@ -5,7 +5,6 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-
 EXPERT_KIND_CHOICES = [("head", "Head (MLP on the pooled trunk)"),
                        ("branch", "Branch (fine-tuned top layers + head)")]
 
