@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
+from django.contrib.auth.views import LoginView
+from django.core.cache import cache
 from django.shortcuts import redirect, render
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.throttling import ScopedRateThrottle
 
 from moecollab_site.roles import CONTRIBUTOR, user_add_role
 from training.selectors import job_list, workers_alive
@@ -44,6 +48,9 @@ def signup(request):
 class ObtainTokenView(ObtainAuthToken):
     """POST username and password, get the API token of that user."""
 
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth"
+
     @extend_schema(
         request=inline_serializer(
             "TokenRequest",
@@ -53,3 +60,33 @@ class ObtainTokenView(ObtainAuthToken):
     )
     def post(self, request, *args, **kwargs):
         return super().post(request, *args, **kwargs)
+
+
+class ThrottledLoginView(LoginView):
+    """The log-in page, refusing further attempts from a client that failed too often."""
+
+    def _key(self) -> str:
+        return f"login-fail:{self.request.META.get('REMOTE_ADDR', '?')}"
+
+    def _limit(self) -> tuple[int, int]:
+        count, period = settings.THROTTLE_RATES["auth"].split("/")
+        seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[0]]
+        return int(count), seconds
+
+    def post(self, request, *args, **kwargs):
+        limit, period = self._limit()
+        if cache.get(self._key(), 0) >= limit:
+            response = render(request, "registration/login.html", {
+                "form": self.get_form(),
+                "throttled": f"Too many failed log-ins from your address; try again in "
+                             f"{period // 60 or 1} minute(s).",
+            }, status=429)
+            response["Retry-After"] = str(period)
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        key = self._key()
+        cache.add(key, 0, timeout=self._limit()[1])
+        cache.incr(key)
+        return super().form_invalid(form)

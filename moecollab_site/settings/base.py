@@ -117,6 +117,15 @@ MOECOLLAB_WORKER_STALE_S = env_int("MOECOLLAB_WORKER_STALE_S", 60, minimum=5)
 # A queued job not picked up this long after dispatch is sent again (its message may be lost).
 MOECOLLAB_REQUEUE_AFTER_S = env_int("MOECOLLAB_REQUEUE_AFTER_S", 300, minimum=10)
 
+# A shared cache (Redis in production) so throttles count across gunicorn workers.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://moecollab")}
+
+# Requests per client per period; log-in and token creation are what password guessers hit.
+THROTTLE_RATES = {
+    "auth": env.str("MOECOLLAB_THROTTLE_AUTH", default="20/min"),
+    "predict": env.str("MOECOLLAB_THROTTLE_PREDICT", default="600/min"),
+}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
@@ -127,6 +136,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "moecollab_site.api.exception_handler",
+    "DEFAULT_THROTTLE_RATES": THROTTLE_RATES,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MoECollab API",
