@@ -1,0 +1,206 @@
+"""On-disk cache of backbone features, so a text is encoded once per backbone, layer and length."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from experts.ml.backbone import Backbone
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, str], None]
+_HASH_BYTES = 32  # sha256 digest length
+_SHARD_GLOB = "shard-*.safetensors"  # temp files start with ".tmp-" and never match
+
+
+def text_hash(text: str) -> bytes:
+    """sha256 of the UTF-8 text: the cache key of one input."""
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def _split_hashes(hashes: torch.Tensor) -> list[bytes]:
+    raw = hashes.contiguous().numpy().tobytes()  # (N, 32) uint8 -> N digests
+    return [raw[i : i + _HASH_BYTES] for i in range(0, len(raw), _HASH_BYTES)]
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], folder: Path) -> Path:
+    """Write a new uniquely named shard: temp file in the same folder, then os.replace."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"shard-{time.time_ns():x}-{os.getpid()}-{uuid.uuid4().hex[:12]}.safetensors"
+    tmp = folder / f".tmp-{name}"
+    try:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, folder / name)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return folder / name
+
+
+@dataclass
+class _PooledIndex:
+    """Pooled vectors of one layer: every shard loaded in memory, digest -> (shard, row)."""
+
+    files: set[str] = field(default_factory=set)
+    shards: list[torch.Tensor] = field(default_factory=list)  # each (N_s, H) float32
+    rows: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass
+class _TokenIndex:
+    """Token states of one layer: only offsets live in memory; states are sliced from disk."""
+
+    files: set[str] = field(default_factory=set)
+    paths: list[Path] = field(default_factory=list)
+    offsets: list[torch.Tensor] = field(default_factory=list)  # each (N_s + 1,) int64
+    rows: dict[bytes, tuple[int, int]] = field(default_factory=dict)
+
+
+class FeatureCache:
+    """Pooled and per-token backbone features stored as safetensors shards under `root`."""
+
+    def __init__(self, root: Path | str, backbone: Backbone, *, shard_size: int = 4096) -> None:
+        self.backbone = backbone
+        self.shard_size = shard_size  # texts per written shard: bounds lost work on interruption
+        # max_length is in the key because truncation changes the features of long texts
+        self.root = Path(root) / f"{backbone.fingerprint}-len{backbone.cfg.max_length}"
+        self.encoded_count = 0  # texts this instance sent through the backbone
+        self._pooled: dict[int, _PooledIndex] = {}
+        self._tokens: dict[int, _TokenIndex] = {}
+
+    def _dir(self, layer: int, kind: str) -> Path:
+        return self.root / f"layer{layer:02d}" / kind
+
+    def _refresh_pooled(self, layer: int) -> _PooledIndex:
+        index = self._pooled.setdefault(layer, _PooledIndex())
+        folder = self._dir(layer, "pooled")
+        for path in sorted(folder.glob(_SHARD_GLOB)) if folder.is_dir() else []:
+            if path.name in index.files:
+                continue
+            index.files.add(path.name)
+            try:
+                data = load_file(str(path))
+            except (SafetensorError, OSError) as exc:
+                logger.warning("skipping unreadable feature shard %s: %s", path, exc)
+                continue
+            sid = len(index.shards)
+            index.shards.append(data["pooled"])
+            for row, digest in enumerate(_split_hashes(data["hashes"])):
+                index.rows.setdefault(digest, (sid, row))
+        return index
+
+    def _refresh_tokens(self, layer: int) -> _TokenIndex:
+        index = self._tokens.setdefault(layer, _TokenIndex())
+        folder = self._dir(layer, "tokens")
+        for path in sorted(folder.glob(_SHARD_GLOB)) if folder.is_dir() else []:
+            if path.name in index.files:
+                continue
+            index.files.add(path.name)
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    hashes, offsets = f.get_tensor("hashes"), f.get_tensor("offsets")
+            except (SafetensorError, OSError) as exc:
+                logger.warning("skipping unreadable feature shard %s: %s", path, exc)
+                continue
+            sid = len(index.paths)
+            index.paths.append(path)
+            index.offsets.append(offsets)
+            for row, digest in enumerate(_split_hashes(hashes)):
+                index.rows.setdefault(digest, (sid, row))
+        return index
+
+    def _missing(self, digests: list[bytes], texts: Sequence[str], known: dict) -> list[str]:
+        seen: set[bytes] = set()
+        out = []
+        for digest, text in zip(digests, texts, strict=True):
+            if digest not in known and digest not in seen:
+                seen.add(digest)
+                out.append(text)
+        return out
+
+    def _encode_missing(
+        self, texts: list[str], *, layer: int, tokens: bool, on_progress: ProgressFn | None
+    ) -> None:
+        total = len(texts)
+        logger.info("encoding %d uncached texts at layer %d", total, layer)
+        for start in range(0, total, self.shard_size):
+            chunk = texts[start : start + self.shard_size]
+            hashes = torch.frombuffer(
+                bytearray(b"".join(text_hash(t) for t in chunk)), dtype=torch.uint8
+            ).view(len(chunk), _HASH_BYTES)
+            if tokens:
+                pooled, states = self.backbone.encode(chunk, layer=layer, tokens=True)
+                lengths = torch.tensor([0] + [s.shape[0] for s in states], dtype=torch.int64)
+                _atomic_save(
+                    {"hashes": hashes, "offsets": lengths.cumsum(0), "states": torch.cat(states)},
+                    self._dir(layer, "tokens"),
+                )
+            else:
+                pooled = self.backbone.encode(chunk, layer=layer)
+            _atomic_save({"hashes": hashes, "pooled": pooled}, self._dir(layer, "pooled"))
+            self.encoded_count += len(chunk)
+            if on_progress is not None:
+                on_progress(min(start + len(chunk), total), total, f"encoded texts (layer {layer})")
+
+    def pooled(
+        self, texts: Sequence[str], *, layer: int, on_progress: ProgressFn | None = None
+    ) -> torch.Tensor:
+        """(N, H) float32 mean-pooled states of `layer`, encoding only texts not cached yet."""
+        digests = [text_hash(t) for t in texts]
+        index = self._pooled.get(layer) or self._refresh_pooled(layer)
+        if any(d not in index.rows for d in digests):
+            index = self._refresh_pooled(layer)  # another process may have written them
+            missing = self._missing(digests, texts, index.rows)
+            if missing:
+                self._encode_missing(missing, layer=layer, tokens=False, on_progress=on_progress)
+                index = self._refresh_pooled(layer)
+        out = torch.empty((len(texts), self.backbone.hidden_size), dtype=torch.float32)
+        by_shard: dict[int, tuple[list[int], list[int]]] = {}
+        for pos, digest in enumerate(digests):
+            sid, row = index.rows[digest]
+            positions, rows = by_shard.setdefault(sid, ([], []))
+            positions.append(pos)
+            rows.append(row)
+        for sid, (positions, rows) in by_shard.items():
+            out[torch.tensor(positions)] = index.shards[sid][torch.tensor(rows)]
+        return out
+
+    def tokens(
+        self, texts: Sequence[str], *, layer: int, on_progress: ProgressFn | None = None
+    ) -> list[torch.Tensor]:
+        """Per-text (T_i, H) fp16 token states of `layer`, encoding only texts not cached yet."""
+        digests = [text_hash(t) for t in texts]
+        index = self._tokens.get(layer) or self._refresh_tokens(layer)
+        if any(d not in index.rows for d in digests):
+            index = self._refresh_tokens(layer)
+            missing = self._missing(digests, texts, index.rows)
+            if missing:
+                self._encode_missing(missing, layer=layer, tokens=True, on_progress=on_progress)
+                index = self._refresh_tokens(layer)
+        out: list[torch.Tensor | None] = [None] * len(texts)
+        by_shard: dict[int, list[tuple[int, int]]] = {}
+        for pos, digest in enumerate(digests):
+            sid, row = index.rows[digest]
+            by_shard.setdefault(sid, []).append((pos, row))
+        for sid, wanted in by_shard.items():
+            offsets = index.offsets[sid].tolist()
+            with safe_open(str(index.paths[sid]), framework="pt") as f:
+                # One read of the shard beats thousands of small slices when most rows are wanted.
+                if len(wanted) * 2 >= len(offsets) - 1:
+                    states = f.get_tensor("states")
+                    for pos, row in wanted:
+                        out[pos] = states[offsets[row] : offsets[row + 1]]
+                else:
+                    sl = f.get_slice("states")
+                    for pos, row in wanted:
+                        out[pos] = sl[offsets[row] : offsets[row + 1]]
+        return out  # type: ignore[return-value]

@@ -1,0 +1,158 @@
+"""Expert modules: an MLP head on the pooled trunk, or fine-tuned top backbone layers + a head."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import nn
+from transformers import AutoConfig, PretrainedConfig
+from transformers.models.bert.modeling_bert import BertLayer
+from transformers.models.roberta.modeling_roberta import RobertaLayer
+
+from experts.ml.backbone import mean_pool, run_encoder_layers
+
+if TYPE_CHECKING:
+    from experts.ml.backbone import Backbone
+
+EXPERT_KINDS = ("head", "branch")
+# Encoder layer classes a branch expert can be rebuilt from without loading the backbone.
+LAYER_CLASSES: dict[str, type[nn.Module]] = {"bert": BertLayer, "roberta": RobertaLayer}
+LAYER_CONFIG_KEYS = (
+    "model_type", "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act",
+    "layer_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob",
+)
+
+
+@dataclass
+class TrunkBatch:
+    """What the shared trunk hands to experts and the router for one batch."""
+
+    pooled: torch.Tensor  # (B, H) mean-pooled trunk output, what heads and the router read
+    hidden: torch.Tensor | None = None  # (B, T, H) token states at the split layer (branch only)
+    mask: torch.Tensor | None = None  # (B, T) 1 = real token, 0 = padding
+
+
+@dataclass
+class ExpertConfig:
+    kind: Literal["head", "branch"]  # head = MLP on pooled trunk; branch = top layers + MLP
+    domain: str  # domain the expert classifies; labels are namespaced as "domain:label"
+    labels: list[str]  # output classes, in logit order
+    hidden_size: int  # backbone hidden size H
+    split_layer: int  # trunk depth: backbone layers [0, split_layer) are shared and frozen
+    n_branch_layers: int = 0  # branch: fine-tuned layers above the split (= num_layers - split)
+    mlp_hidden: int = 256  # width of the MLP head's hidden layer
+    dropout: float = 0.1  # dropout in the MLP head during training
+    layer_config: dict[str, Any] | None = field(default=None)  # branch: LAYER_CONFIG_KEYS of HF
+
+
+class MLPHead(nn.Module):
+    """LayerNorm -> Linear -> GELU -> Linear over a pooled vector."""
+
+    def __init__(self, hidden_size: int, mlp_hidden: int, n_labels: int, dropout: float) -> None:
+        super().__init__()
+        # Normalising first makes one learning rate work across layers whose scales differ a lot.
+        self.norm = nn.LayerNorm(hidden_size)
+        self.fc1 = nn.Linear(hidden_size, mlp_hidden)
+        self.fc2 = nn.Linear(mlp_hidden, n_labels)
+        self.drop = nn.Dropout(dropout)
+
+    @classmethod
+    def from_config(cls, config: ExpertConfig) -> MLPHead:
+        return cls(config.hidden_size, config.mlp_hidden, len(config.labels), config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(self.norm(x))  # (B, H)
+        x = self.drop(nn.functional.gelu(self.fc1(x)))  # (B, M)
+        return self.fc2(x)  # (B, C)
+
+
+class HeadExpert(nn.Module):
+    """Expert that only reads the pooled trunk output."""
+
+    needs_tokens = False
+
+    def __init__(self, config: ExpertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.head = MLPHead.from_config(config)
+
+    def forward(self, trunk: TrunkBatch) -> torch.Tensor:
+        x = trunk.pooled.to(self.head.fc1.weight.dtype)  # (B, H)
+        return self.head(x)  # (B, C)
+
+
+class BranchExpert(nn.Module):
+    """Expert with its own fine-tuned copy of the backbone layers above the split."""
+
+    needs_tokens = True
+
+    def __init__(
+        self, config: ExpertConfig, layers: nn.ModuleList, hf_config: PretrainedConfig
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.hf_config = hf_config
+        self.layers = layers
+        self.head = MLPHead.from_config(config)
+
+    def forward(self, trunk: TrunkBatch) -> torch.Tensor:
+        if trunk.hidden is None or trunk.mask is None:
+            raise ValueError("a branch expert needs token states (TrunkBatch.hidden and .mask)")
+        dtype = self.head.fc1.weight.dtype
+        hidden = run_encoder_layers(self.layers, self.hf_config, trunk.hidden.to(dtype), trunk.mask)
+        pooled = mean_pool(hidden, trunk.mask).to(dtype)  # (B, H)
+        return self.head(pooled)  # (B, C)
+
+
+def hf_layer_config(layer_config: dict[str, Any]) -> PretrainedConfig:
+    """Rebuild the HF config of one encoder layer from the fields stored in a manifest."""
+    fields = dict(layer_config)
+    model_type = fields.pop("model_type")
+    if model_type not in LAYER_CLASSES:
+        raise ValueError(f"unsupported backbone model_type {model_type!r}")
+    hf_config = AutoConfig.for_model(model_type, **fields)
+    hf_config._attn_implementation = "sdpa"
+    return hf_config
+
+
+def build_expert(cfg: ExpertConfig, backbone: Backbone | None = None) -> HeadExpert | BranchExpert:
+    """Build an expert; a branch copies its layers from `backbone`, else builds them from config."""
+    if cfg.kind == "head":
+        return HeadExpert(cfg)
+    if cfg.kind != "branch":
+        raise ValueError(f"expert kind must be one of {EXPERT_KINDS}, got {cfg.kind!r}")
+    if backbone is not None:
+        expected = backbone.num_layers - cfg.split_layer
+        if cfg.n_branch_layers != expected or expected < 1:
+            raise ValueError(
+                f"branch split_layer {cfg.split_layer} needs n_branch_layers = {expected} "
+                f"(backbone has {backbone.num_layers} layers), got {cfg.n_branch_layers}"
+            )
+        if cfg.layer_config is None:
+            cfg.layer_config = {k: getattr(backbone.hf_config, k) for k in LAYER_CONFIG_KEYS}
+        layers = backbone.copy_layers(cfg.split_layer, backbone.num_layers).to(torch.float32)
+        return BranchExpert(cfg, layers, backbone.hf_config)
+    if cfg.layer_config is None:
+        raise ValueError("a branch expert built without a backbone needs config.layer_config")
+    hf_config = hf_layer_config(cfg.layer_config)
+    layer_cls = LAYER_CLASSES[cfg.layer_config["model_type"]]
+    layers = nn.ModuleList(layer_cls(hf_config, layer_idx=i) for i in range(cfg.n_branch_layers))
+    return BranchExpert(cfg, layers, hf_config)
+
+
+def collate_trunk(
+    items: Sequence[torch.Tensor], *, pooled: torch.Tensor | None = None,
+    device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
+) -> TrunkBatch:
+    """Right-pad per-text (T_i, H) token states into a TrunkBatch; pooled defaults to their mean."""
+    width = max(t.shape[0] for t in items)
+    hidden = items[0].new_zeros((len(items), width, items[0].shape[1]), dtype=dtype)  # (B, T, H)
+    mask = torch.zeros((len(items), width), dtype=torch.long)  # (B, T)
+    for i, t in enumerate(items):
+        hidden[i, : t.shape[0]] = t.to(dtype)
+        mask[i, : t.shape[0]] = 1
+    hidden, mask = hidden.to(device), mask.to(device)
+    pooled = mean_pool(hidden, mask) if pooled is None else pooled.to(device)
+    return TrunkBatch(pooled=pooled.to(dtype), hidden=hidden, mask=mask)

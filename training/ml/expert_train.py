@@ -1,0 +1,253 @@
+"""Train one expert (head or branch) on one domain from cached backbone features."""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import transformers
+from torch import nn
+
+from experts.ml.backbone import Backbone, resolve_device
+from experts.ml.features import FeatureCache
+from experts.ml.modules import ExpertConfig, TrunkBatch, build_expert, collate_trunk
+from gating.ml.metrics import accuracy, macro_f1
+from training.ml.common import TrainingStopped
+from training.ml.data import DomainData, subsample
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, str], None]
+TRAINER_VERSION = "expert_train/1"  # bump when the training recipe changes what it produces
+
+
+@dataclass
+class ExpertTrainConfig:
+    kind: str = "head"  # "head" (MLP on pooled trunk) or "branch" (top layers + MLP)
+    epochs: int | None = None  # upper bound; None = 40 for head, 4 for branch
+    lr: float = 1e-3  # AdamW learning rate of the MLP head
+    branch_lr: float = 5e-5  # AdamW learning rate of a branch's copied backbone layers
+    batch_size: int = 64  # examples per step
+    weight_decay: float = 0.01  # AdamW weight decay
+    patience: int = 5  # epochs without a better dev accuracy before stopping early
+    seed: int = 0  # seeds init, shuffling and dropout (in a forked RNG: global state untouched)
+    max_train: int | None = None  # stratified subsample of the train split; None = all
+    device: str = "auto"  # where the expert trains: "auto", "cpu", "cuda[:n]"
+    split_layer: int | None = None  # None: head -> num_layers, branch -> num_layers - 2
+    mlp_hidden: int = 256  # width of the MLP head
+    dropout: float = 0.1  # MLP head dropout
+
+    def resolved(self, num_layers: int) -> ExpertTrainConfig:
+        """Copy with defaults that depend on the kind and the backbone filled in."""
+        if self.kind not in ("head", "branch"):
+            raise ValueError(f"kind must be 'head' or 'branch', got {self.kind!r}")
+        out = copy.copy(self)
+        if out.epochs is None:
+            out.epochs = 40 if self.kind == "head" else 4
+        if out.split_layer is None:
+            out.split_layer = num_layers if self.kind == "head" else max(num_layers - 2, 0)
+        top = num_layers if self.kind == "head" else num_layers - 1
+        if not 0 <= out.split_layer <= top:
+            raise ValueError(f"split_layer for a {self.kind} expert must be in 0..{top}")
+        return out
+
+
+@dataclass
+class TrainedExpert:
+    """A trained expert with its best-dev weights, metrics and provenance."""
+
+    expert: nn.Module  # eval mode, CPU, float32
+    config: ExpertTrainConfig  # resolved config it was trained with
+    metrics: dict[str, float]  # dev_accuracy, dev_macro_f1, best_epoch, ...
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
+    training: dict = field(default_factory=dict)  # provenance for the artifact manifest
+
+
+class _Features:
+    """Cached trunk features of one split, served as TrunkBatches."""
+
+    def __init__(self, pooled: torch.Tensor, tokens: list[torch.Tensor] | None, labels: list[int]):
+        self.pooled = pooled  # (N, H) float32
+        self.tokens = tokens  # N x (T_i, H) fp16, branch only
+        self.labels = torch.tensor(labels, dtype=torch.long)  # (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, rows: torch.Tensor, device: torch.device) -> TrunkBatch:
+        if self.tokens is None:
+            return TrunkBatch(pooled=self.pooled[rows].to(device))
+        items = [self.tokens[i] for i in rows.tolist()]
+        return collate_trunk(items, pooled=self.pooled[rows], device=device)
+
+    def train_batches(self, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+        perm = torch.randperm(len(self), generator=gen)
+        if self.tokens is not None:
+            # Sort inside random windows of 16 batches: little padding, still shuffled.
+            lengths = torch.tensor([t.shape[0] for t in self.tokens])
+            window = batch_size * 16
+            chunks = [perm[i : i + window] for i in range(0, len(perm), window)]
+            perm = torch.cat([c[torch.argsort(lengths[c], descending=True)] for c in chunks])
+        batches = list(perm.split(batch_size))
+        order = torch.randperm(len(batches), generator=gen).tolist()
+        return [batches[i] for i in order]
+
+    def eval_batches(self, batch_size: int) -> list[torch.Tensor]:
+        order = torch.arange(len(self))
+        if self.tokens is not None:
+            order = torch.argsort(torch.tensor([t.shape[0] for t in self.tokens]), descending=True)
+        return list(order.split(batch_size))
+
+
+def _load_features(
+    texts_labels: list[tuple[str, str]], labels: list[str], *, cache: FeatureCache, layer: int,
+    tokens: bool, on_progress: ProgressFn | None,
+) -> _Features:
+    texts = [t for t, _ in texts_labels]
+    index = {label: i for i, label in enumerate(labels)}
+    ids = [index[label] for _, label in texts_labels]
+    token_states = cache.tokens(texts, layer=layer, on_progress=on_progress) if tokens else None
+    pooled = cache.pooled(texts, layer=layer, on_progress=on_progress)
+    return _Features(pooled, token_states, ids)
+
+
+@torch.no_grad()
+def evaluate(
+    expert: nn.Module, feats: _Features, *, device: torch.device, batch_size: int = 256
+) -> dict[str, float]:
+    """loss (mean cross-entropy), accuracy and macro-F1 of the expert on one split."""
+    expert.eval()
+    preds = torch.empty(len(feats), dtype=torch.long)
+    total_loss = 0.0
+    for rows in feats.eval_batches(batch_size):
+        logits = expert(feats.batch(rows, device)).float()  # (B, C)
+        y = feats.labels[rows].to(device)
+        total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        preds[rows] = logits.argmax(dim=-1).cpu()
+    gold = feats.labels.tolist()
+    n_classes = len(expert.config.labels)
+    return {
+        "loss": total_loss / max(len(feats), 1),
+        "accuracy": accuracy(gold, preds.tolist()),
+        "macro_f1": macro_f1(gold, preds.tolist(), list(range(n_classes))),
+    }
+
+
+def train_expert(
+    cfg: ExpertTrainConfig, *, backbone: Backbone, cache: FeatureCache, domain: DomainData,
+    on_progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None,
+) -> TrainedExpert:
+    """Train an expert with AdamW + cross-entropy, early-stopped on dev accuracy."""
+    cfg = cfg.resolved(backbone.num_layers)
+    device = resolve_device(cfg.device)
+    t0 = time.perf_counter()
+
+    def encoding_progress(done: int, total: int, message: str) -> None:
+        if should_stop is not None and should_stop():
+            raise TrainingStopped("expert training stopped while encoding features")
+        if on_progress is not None:
+            on_progress(done, total, message)
+
+    train_rows = domain.train
+    if cfg.max_train is not None:
+        train_rows = subsample(train_rows, cfg.max_train, seed=cfg.seed)
+    branch = cfg.kind == "branch"
+    feats = {
+        name: _load_features(
+            rows, domain.labels, cache=cache, layer=cfg.split_layer, tokens=branch,
+            on_progress=encoding_progress,
+        )
+        for name, rows in (("train", train_rows), ("dev", domain.dev))
+    }
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(cfg.seed)
+        expert_cfg = ExpertConfig(
+            kind=cfg.kind, domain=domain.name, labels=list(domain.labels),
+            hidden_size=backbone.hidden_size, split_layer=cfg.split_layer,
+            n_branch_layers=backbone.num_layers - cfg.split_layer if branch else 0,
+            mlp_hidden=cfg.mlp_hidden, dropout=cfg.dropout,
+        )
+        expert = build_expert(expert_cfg, backbone if branch else None).to(device)
+        history, best = _fit(expert, feats, cfg, device, on_progress, should_stop)
+    expert.load_state_dict(best["state"])
+    expert.to("cpu").eval()
+    metrics = {
+        "dev_accuracy": best["accuracy"], "dev_macro_f1": best["macro_f1"],
+        "dev_loss": best["loss"], "best_epoch": float(best["epoch"]),
+        "n_train": float(len(train_rows)), "n_dev": float(len(domain.dev)),
+        "train_seconds": round(time.perf_counter() - t0, 2),
+    }
+    logger.info(
+        "trained %s expert for %s: dev accuracy %.4f, macro-F1 %.4f (epoch %d)", cfg.kind,
+        domain.name, best["accuracy"], best["macro_f1"], best["epoch"],
+    )
+    training = {
+        "data": {"domain": domain.name, "description": domain.description},
+        "n_train": len(train_rows), "n_dev": len(domain.dev), "epochs_run": len(history),
+        "config": asdict(cfg), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "code_version": TRAINER_VERSION, "torch": torch.__version__,
+        "transformers": transformers.__version__, "history": history,
+    }
+    return TrainedExpert(
+        expert=expert, config=cfg, metrics=metrics, history=history, training=training
+    )
+
+
+def _fit(
+    expert: nn.Module, feats: dict[str, _Features], cfg: ExpertTrainConfig, device: torch.device,
+    on_progress: ProgressFn | None, should_stop: Callable[[], bool] | None,
+) -> tuple[list[dict[str, float]], dict]:
+    """The epoch loop; returns per-epoch history and the best-dev snapshot."""
+    groups = [{"params": expert.head.parameters(), "lr": cfg.lr}]
+    if hasattr(expert, "layers"):
+        groups.append({"params": expert.layers.parameters(), "lr": cfg.branch_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    train = feats["train"]
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    report_every = max(1, steps_per_epoch // 4)
+    history: list[dict[str, float]] = []
+    best: dict = {"accuracy": -1.0}
+    stale = 0
+    step = 0
+    for epoch in range(1, cfg.epochs + 1):
+        expert.train()
+        running = 0.0
+        for rows in train.train_batches(cfg.batch_size, gen):
+            if should_stop is not None and should_stop():
+                raise TrainingStopped(f"expert training stopped in epoch {epoch}")
+            logits = expert(train.batch(rows, device))  # (B, C)
+            loss = nn.functional.cross_entropy(logits.float(), train.labels[rows].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += loss.item() * len(rows)
+            step += 1
+            if on_progress is not None and step % report_every == 0:
+                on_progress(step, total, f"epoch {epoch}/{cfg.epochs}: loss {loss.item():.4f}")
+        dev = evaluate(expert, feats["dev"], device=device)
+        row = {"epoch": epoch, "train_loss": running / len(train), "dev_loss": dev["loss"],
+               "dev_accuracy": dev["accuracy"], "dev_macro_f1": dev["macro_f1"]}
+        history.append(row)
+        logger.info("epoch %d: train loss %.4f, dev accuracy %.4f", epoch, row["train_loss"],
+                    dev["accuracy"])
+        if dev["accuracy"] > best["accuracy"]:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in expert.state_dict().items()}
+            best = {**dev, "epoch": epoch, "state": state}
+            stale = 0
+        else:
+            stale += 1
+        if on_progress is not None:
+            on_progress(epoch * steps_per_epoch, total,
+                        f"epoch {epoch}/{cfg.epochs}: dev accuracy {dev['accuracy']:.4f}")
+        if stale >= cfg.patience:
+            logger.info("early stop after epoch %d (best %d)", epoch, best["epoch"])
+            break
+    return history, best
