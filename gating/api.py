@@ -1,0 +1,121 @@
+"""REST endpoints for gating models and predictions."""
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import generics, permissions, status
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from gating import selectors, services, serving
+from gating.serializers import (
+    ErrorSerializer,
+    GatingTrainRequestSerializer,
+    GatingTrainResponseSerializer,
+    GatingVersionDetailSerializer,
+    GatingVersionSerializer,
+    PredictRequestSerializer,
+    PredictResponseSerializer,
+    PromotionSerializer,
+    RollbackResponseSerializer,
+)
+from moecollab_site.api import DomainError
+from moecollab_site.roles import is_maintainer
+from training.serializers import JobSerializer
+
+
+def _errors(*codes: int) -> dict:
+    text = {400: "bad input", 401: "not logged in", 403: "not a maintainer", 404: "not found",
+            409: "conflicts with the current state", 503: "no production model"}
+    return {c: OpenApiResponse(ErrorSerializer, description=text[c]) for c in codes}
+
+
+class IsMaintainerForWrites(permissions.BasePermission):
+    message = "only maintainers can train, promote or roll back gating models"
+
+    def has_permission(self, request, view):
+        return request.method in permissions.SAFE_METHODS or is_maintainer(request.user)
+
+
+class _ProductionContext:
+    def get_serializer_context(self):
+        return {**super().get_serializer_context(),
+                "production_id": selectors.production_version_id()}
+
+
+class GatingListCreate(_ProductionContext, generics.ListAPIView):
+    serializer_class = GatingVersionSerializer
+    permission_classes = [permissions.IsAuthenticatedOrReadOnly, IsMaintainerForWrites]
+
+    def get_queryset(self):
+        return selectors.gating_version_list()
+
+    @extend_schema(request=GatingTrainRequestSerializer,
+                   responses={201: GatingTrainResponseSerializer, **_errors(400, 401, 403)},
+                   description="Start training a gating model (maintainers). Refused with 400 "
+                               "when no approved experts exist, experts are on different "
+                               "backbones, a domain has no train split, or params are invalid.")
+    def post(self, request):
+        data = GatingTrainRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = services.gating_train_start(
+            user=request.user, expert_version_ids=data.validated_data["expert_version_ids"],
+            params=data.validated_data["params"],
+        )
+        version = selectors.gating_version_get(pk=job.params["gating_version_id"])
+        body = {"version": GatingVersionSerializer(version).data, "job": JobSerializer(job).data}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class GatingDetail(_ProductionContext, generics.RetrieveAPIView):
+    serializer_class = GatingVersionDetailSerializer
+
+    def get_queryset(self):
+        return selectors.gating_version_list()
+
+
+class GatingPromote(APIView):
+    permission_classes = [permissions.IsAuthenticated, IsMaintainerForWrites]
+
+    @extend_schema(request=None, responses={201: PromotionSerializer,
+                                            **_errors(401, 403, 404, 409)})
+    def post(self, request, pk: int):
+        version = selectors.gating_version_get(pk=pk)
+        if version is None:
+            raise NotFound(f"gating version {pk} does not exist")
+        promotion = services.gating_promote(version=version, user=request.user)
+        return Response(PromotionSerializer(promotion).data, status=status.HTTP_201_CREATED)
+
+
+class GatingRollback(APIView):
+    permission_classes = [permissions.IsAuthenticated, IsMaintainerForWrites]
+
+    @extend_schema(request=None, responses={200: RollbackResponseSerializer,
+                                            **_errors(401, 403, 409)})
+    def post(self, request):
+        restored = services.gating_rollback(user=request.user)
+        return Response({"production": PromotionSerializer(restored).data if restored else None})
+
+
+class GatingProduction(APIView):
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(responses={200: RollbackResponseSerializer})
+    def get(self, request):
+        current = selectors.production_promotion()
+        return Response({"production": PromotionSerializer(current).data if current else None})
+
+
+class Predict(APIView):
+    """Open to everyone, like the playground; the per-call caps bound the work of one call."""
+
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(request=PredictRequestSerializer,
+                   responses={200: PredictResponseSerializer, **_errors(400, 503)},
+                   description="Classify texts with the production gating model: per text the "
+                               "domain, label, confidence and the routed experts with weights.")
+    def post(self, request):
+        if not isinstance(request.data, dict) or "texts" not in request.data:
+            raise DomainError('send a JSON object {"texts": ["...", ...]}', code="invalid_texts")
+        return Response(serving.predict(request.data["texts"]))

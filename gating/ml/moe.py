@@ -1,0 +1,218 @@
+"""Integration of heterogeneous experts: router + experts over a union `domain:label` space.
+
+p(y|x) = sum_{i in top-k(x)} g_i(x) p_i(y|x), with p_i zero outside expert i's labels (MoECollab,
+arXiv 2503.12592). Experts that are not selected for a row never see it: each expert runs once on
+the rows routed to it (index_select), so compute grows with k, not with the number of experts.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from gating.ml.router import Router, route
+
+# Mixture probabilities are clamped here before the log: a label no selected expert covers has
+# p = 0 exactly, and log(0) would turn the NLL and its gradients into inf/NaN.
+PROB_FLOOR = 1e-9
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """Union of `domain:label` names in a stable order (first appearance)."""
+
+    names: tuple[str, ...]
+
+    @classmethod
+    def from_domains(cls, domains: Iterable[tuple[str, Sequence[str]]]) -> LabelSpace:
+        names: list[str] = []
+        seen: set[str] = set()
+        for domain, labels in domains:
+            for label in labels:
+                name = join_label(domain, label)
+                if name not in seen:
+                    seen.add(name)
+                    names.append(name)
+        return cls(tuple(names))
+
+    @classmethod
+    def from_experts(cls, experts: Iterable[nn.Module]) -> LabelSpace:
+        return cls.from_domains((e.config.domain, e.config.labels) for e in experts)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self, domain: str, label: str) -> int:
+        return self._lookup[join_label(domain, label)]
+
+    def indices(self, domain: str, labels: Sequence[str]) -> list[int]:
+        """Union index of each of a domain's labels, in the given order."""
+        return [self.index(domain, label) for label in labels]
+
+    def domain_of(self, index: int) -> str:
+        return split_label(self.names[index])[0]
+
+    def domain_indices(self, domain: str) -> list[int]:
+        return [i for i, name in enumerate(self.names) if split_label(name)[0] == domain]
+
+    @property
+    def _lookup(self) -> dict[str, int]:
+        # Built lazily and cached on the frozen instance.
+        cache = self.__dict__.get("_lookup_cache")
+        if cache is None:
+            cache = {name: i for i, name in enumerate(self.names)}
+            object.__setattr__(self, "_lookup_cache", cache)
+        return cache
+
+
+def join_label(domain: str, label: str) -> str:
+    if ":" in domain:
+        raise ValueError(f"domain names may not contain ':' ({domain!r})")
+    return f"{domain}:{label}"
+
+
+def split_label(name: str) -> tuple[str, str]:
+    domain, _, label = name.partition(":")
+    return domain, label
+
+
+@dataclass
+class MoEOutput:
+    log_probs: torch.Tensor  # (B, Y) log p(y|x) over the union label space, float32
+    router_logits: torch.Tensor  # (B, E) raw router logits (noisy in training)
+    probs: torch.Tensor  # (B, E) full float32 softmax of the router
+    topk_idx: torch.Tensor  # (B, k) selected experts
+    topk_w: torch.Tensor  # (B, k) their renormalised weights
+
+
+def gate_weights(
+    probs: torch.Tensor, topk_idx: torch.Tensor, topk_w: torch.Tensor, *, dense: bool = False
+) -> torch.Tensor:
+    """(B, E) weight of every expert per row: renormalised top-k (0 elsewhere) or full softmax."""
+    if dense:
+        return probs
+    return torch.zeros_like(probs).scatter(1, topk_idx, topk_w.to(probs.dtype))  # (B, E)
+
+
+def integrate(
+    expert_log_probs: Sequence[torch.Tensor],
+    weights: torch.Tensor,
+    columns: Sequence[torch.Tensor],
+    n_labels: int,
+) -> torch.Tensor:
+    """log sum_i w_i p_i(y) from every expert's log-probs on every row (cached-features path).
+
+    expert_log_probs[i]: (B, C_i); weights: (B, E); columns[i]: (C_i,) union indices.
+    Returns (B, Y) float32 log-probs, floored at PROB_FLOOR.
+    """
+    mix = weights.new_zeros(weights.shape[0], n_labels, dtype=torch.float32)  # (B, Y)
+    for i, (lp, cols) in enumerate(zip(expert_log_probs, columns, strict=True)):
+        contrib = weights[:, i : i + 1].float() * lp.float().exp()  # (B, C_i)
+        mix = mix.index_add(1, cols, contrib)
+    return mix.clamp_min(PROB_FLOOR).log()
+
+
+def slice_trunk(trunk, rows: torch.Tensor, *, tokens: bool):
+    """The rows of a TrunkBatch; token states only if wanted, trimmed to the rows' longest input."""
+    pooled = trunk.pooled.index_select(0, rows)  # (n, H)
+    hidden = mask = None
+    if tokens:
+        if trunk.hidden is None or trunk.mask is None:
+            raise ValueError("an expert needs token states but the trunk batch has none")
+        mask = trunk.mask.index_select(0, rows)  # (n, T)
+        length = int(mask.sum(dim=1).max().item()) if rows.numel() else 0
+        mask = mask[:, :length]  # (n, T')
+        hidden = trunk.hidden.index_select(0, rows)[:, :length]  # (n, T', H)
+    return dataclasses.replace(trunk, pooled=pooled, hidden=hidden, mask=mask)
+
+
+class MixtureOfExperts(nn.Module):
+    """Router + experts (each with .config.domain/.config.labels) over their union label space."""
+
+    def __init__(
+        self, router: Router, experts: Sequence[nn.Module], label_space: LabelSpace | None = None
+    ) -> None:
+        super().__init__()
+        if router.config.n_experts != len(experts):
+            raise ValueError(
+                f"router has {router.config.n_experts} outputs for {len(experts)} experts"
+            )
+        self.router = router
+        self.experts = nn.ModuleList(experts)
+        self.label_space = label_space or LabelSpace.from_experts(experts)
+        for i, expert in enumerate(experts):
+            cols = self.label_space.indices(expert.config.domain, list(expert.config.labels))
+            # Buffers so the index maps follow .to(device); not saved with the weights.
+            self.register_buffer(f"_cols_{i}", torch.tensor(cols, dtype=torch.long), False)
+
+    @property
+    def n_experts(self) -> int:
+        return len(self.experts)
+
+    def columns(self) -> list[torch.Tensor]:
+        """Union indices of each expert's labels, (C_i,) each."""
+        return [getattr(self, f"_cols_{i}") for i in range(self.n_experts)]
+
+    def expert_domains(self) -> list[str]:
+        return [e.config.domain for e in self.experts]
+
+    def expert_log_probs(self, i: int, trunk) -> torch.Tensor:
+        """log p_i(y|x) of expert i on all rows of `trunk`, float32 (B, C_i)."""
+        expert = self.experts[i]
+        if not getattr(expert, "needs_tokens", False):
+            trunk = dataclasses.replace(trunk, hidden=None, mask=None)
+        return torch.log_softmax(expert(trunk).float(), dim=-1)
+
+    def forward(
+        self,
+        trunk,
+        *,
+        top_k: int | None = None,
+        dense: bool = False,
+        exclude: Sequence[int] = (),
+    ) -> MoEOutput:
+        """Route, run the selected experts on their rows only, mix in the union label space.
+
+        dense=True runs every expert with the full softmax weights (the dense reference).
+        exclude: experts removed from the pool; the router renormalises over the rest
+        (leave-one-out contribution).
+        """
+        logits = self.router(trunk.pooled)  # (B, E)
+        gate_logits = logits
+        if exclude:
+            gate_logits = logits.float().clone()
+            gate_logits[:, list(exclude)] = float("-inf")
+        k = min(top_k or self.router.config.top_k, self.n_experts - len(exclude))
+        probs, topk_idx, topk_w = route(gate_logits, k, self.router.config.temperature)
+        columns = self.columns()
+        batch = trunk.pooled.shape[0]
+        mix = probs.new_zeros(batch, len(self.label_space))  # (B, Y) float32
+        if dense:
+            weights = probs  # (B, E)
+            for i in range(self.n_experts):
+                if i in exclude:
+                    continue
+                lp = self.expert_log_probs(i, trunk)  # (B, C_i)
+                mix = mix.index_add(1, columns[i], weights[:, i : i + 1] * lp.exp())
+        else:
+            for i in range(self.n_experts):
+                hit = topk_idx == i  # (B, k)
+                rows = hit.any(dim=1).nonzero().squeeze(1)  # (n_i,)
+                if rows.numel() == 0:
+                    continue  # not selected by any row: this expert does not run
+                w = (topk_w * hit).sum(dim=1).index_select(0, rows)  # (n_i,)
+                needs_tokens = getattr(self.experts[i], "needs_tokens", False)
+                sub = slice_trunk(trunk, rows, tokens=needs_tokens)
+                lp = self.expert_log_probs(i, sub)  # (n_i, C_i)
+                index = (rows[:, None], columns[i][None, :])
+                mix = mix.index_put(index, w[:, None] * lp.exp(), accumulate=True)
+        return MoEOutput(
+            log_probs=mix.clamp_min(PROB_FLOOR).log(),
+            router_logits=logits,
+            probs=probs,
+            topk_idx=topk_idx,
+            topk_w=topk_w,
+        )

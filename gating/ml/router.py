@@ -1,0 +1,81 @@
+"""The gating network: pooled trunk features -> one logit per expert.
+
+Noisy top-k gating follows Shazeer et al. 2017 ("Outrageously Large Neural Networks: The
+Sparsely-Gated Mixture-of-Experts Layer"): H(x) = x W_g + eps * softplus(x W_noise), eps ~ N(0, 1),
+applied only in training. The softmax runs in float32 and the kept top-k weights are renormalised
+so they sum to one (as in the Mixtral MoE block).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class RouterConfig:
+    hidden_size: int  # width of the pooled trunk features the router reads
+    n_experts: int  # number of experts it chooses among (E)
+    top_k: int = 1  # experts each input is sent to at inference
+    temperature: float = 1.0  # softmax temperature; > 1 flattens, < 1 sharpens the gate
+    noise_std: float = 1.0  # scale of the learned Shazeer noise in training; 0 disables it
+    mlp_hidden: int = 0  # 0 = linear router; > 0 = one hidden layer of this width (GELU)
+    dropout: float = 0.0  # dropout on the router input (training only)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def route(
+    logits: torch.Tensor, top_k: int, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Full float32 softmax, the top-k experts, and their weights renormalised to sum to one."""
+    n_experts = logits.shape[-1]
+    if not 1 <= top_k <= n_experts:
+        raise ValueError(f"top_k must be in [1, {n_experts}], got {top_k}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, E)
+    topk_w, topk_idx = probs.topk(top_k, dim=-1)  # (B, k), (B, k)
+    topk_w = topk_w / topk_w.sum(dim=-1, keepdim=True)  # (B, k)
+    return probs, topk_idx, topk_w
+
+
+class Router(nn.Module):
+    """Linear (or one-hidden-layer) gate over pooled trunk features, noisy in training."""
+
+    def __init__(self, config: RouterConfig) -> None:
+        super().__init__()
+        if config.n_experts < 1:
+            raise ValueError("a router needs at least one expert")
+        self.config = config
+        self.dropout = nn.Dropout(config.dropout)
+        if config.mlp_hidden > 0:
+            self.body: nn.Module = nn.Sequential(
+                nn.Linear(config.hidden_size, config.mlp_hidden), nn.GELU()
+            )
+            width = config.mlp_hidden
+        else:
+            self.body = nn.Identity()
+            width = config.hidden_size
+        self.gate = nn.Linear(width, config.n_experts)
+        # Per-input, per-expert noise scale learned as in Shazeer et al. (softplus(x W_noise)).
+        self.noise = nn.Linear(width, config.n_experts)
+        nn.init.zeros_(self.noise.weight)
+        nn.init.zeros_(self.noise.bias)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        h = self.body(self.dropout(pooled))  # (B, W)
+        logits = self.gate(h)  # (B, E)
+        if self.training and self.config.noise_std > 0:
+            scale = F.softplus(self.noise(h))  # (B, E)
+            logits = logits + torch.randn_like(logits) * scale * self.config.noise_std
+        return logits  # (B, E)
+
+    def select(
+        self, logits: torch.Tensor, top_k: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """route() with this router's temperature and default k."""
+        return route(logits, top_k or self.config.top_k, self.config.temperature)

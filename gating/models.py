@@ -1,0 +1,103 @@
+"""Gating models: immutable bundles of expert versions + router weights, and production history."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from experts.models import ExpertVersion
+
+
+class GatingVersion(models.Model):
+    """One trained mixture-of-experts: its experts, router weights, settings and evaluation.
+
+    Immutable once trained: the bundle file, the members and the hyperparameters are written by
+    the training job and never changed; evaluation only adds the report.
+    """
+
+    class Status(models.TextChoices):
+        TRAINING = "training", "Training"
+        TRAINED = "trained", "Trained"
+        EVALUATED = "evaluated", "Evaluated"
+        FAILED = "failed", "Failed"
+
+    number = models.PositiveIntegerField(unique=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.TRAINING,
+                              db_index=True)
+    experts = models.ManyToManyField(ExpertVersion, through="GatingMember", related_name="+")
+    # Platform-written safetensors: router, unregularised router and the experts' weights.
+    weights = models.FileField(upload_to="gating/", blank=True)
+    weights_sha256 = models.CharField(max_length=64, blank=True)
+    backbone_fingerprint = models.CharField(max_length=64, blank=True)
+    split_layer = models.PositiveIntegerField(default=0)
+    params = models.JSONField(default=dict, blank=True)  # top_k, temperature, lambdas, ...
+    label_space = models.JSONField(default=list, blank=True)
+    training_curves = models.JSONField(default=dict, blank=True)
+    train_metrics = models.JSONField(default=dict, blank=True)
+    report = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    trained_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    train_job = models.ForeignKey("training.Job", null=True, blank=True,
+                                  on_delete=models.SET_NULL, related_name="+")
+    eval_job = models.ForeignKey("training.Job", null=True, blank=True,
+                                 on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    trained_at = models.DateTimeField(null=True, blank=True)
+    evaluated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-number"]
+
+    def __str__(self) -> str:
+        return f"gating v{self.number}"
+
+    @property
+    def display_status(self) -> str:
+        """The status, counting a version whose training job died or was cancelled as failed."""
+        from training.models import Job
+
+        if (self.status == self.Status.TRAINING and self.train_job is not None
+                and self.train_job.status in (Job.Status.FAILED, Job.Status.CANCELLED)):
+            return self.Status.FAILED
+        return self.status
+
+    def members_in_order(self) -> list[GatingMember]:
+        return list(self.members.select_related("expert_version__expert__owner",
+                                                "expert_version__expert__domain"))
+
+
+class GatingMember(models.Model):
+    """An expert version inside a gating version, at a fixed router output position."""
+
+    version = models.ForeignKey(GatingVersion, on_delete=models.CASCADE, related_name="members")
+    expert_version = models.ForeignKey(ExpertVersion, on_delete=models.PROTECT, related_name="+")
+    position = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["version_id", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "position"], name="gating_member_position"),
+            models.UniqueConstraint(fields=["version", "expert_version"],
+                                    name="gating_member_once"),
+        ]
+
+
+class Promotion(models.Model):
+    """A gating version put into production; the latest one not rolled back is production."""
+
+    version = models.ForeignKey(GatingVersion, on_delete=models.PROTECT,
+                                related_name="promotions")
+    promoted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    rolled_back = models.BooleanField(default=False)
+    rolled_back_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                       on_delete=models.SET_NULL, related_name="+")
+    rolled_back_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.version} promoted {self.at:%Y-%m-%d %H:%M}"

@@ -1,0 +1,117 @@
+"""Shapes of the gating API (output only; input is checked by the services)."""
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from gating.models import GatingVersion, Promotion
+from training.serializers import JobSerializer
+
+
+class MemberSerializer(serializers.Serializer):
+    position = serializers.IntegerField()
+    expert_version_id = serializers.IntegerField()
+    label = serializers.CharField(source="expert_version.label")
+    domain = serializers.CharField(source="expert_version.expert.domain.name")
+
+
+class GatingVersionSerializer(serializers.ModelSerializer):
+    status = serializers.CharField(source="display_status")
+    trained_by = serializers.CharField(source="trained_by.username", default=None)
+    experts = serializers.SerializerMethodField()
+    summary = serializers.SerializerMethodField()
+    in_production = serializers.SerializerMethodField()
+
+    class Meta:
+        model = GatingVersion
+        fields = ["id", "number", "status", "experts", "params", "backbone_fingerprint",
+                  "split_layer", "weights_sha256", "summary", "in_production", "trained_by",
+                  "train_job", "eval_job", "error", "created_at", "trained_at", "evaluated_at"]
+        read_only_fields = fields
+
+    def get_experts(self, obj) -> list[dict]:
+        return MemberSerializer(obj.members_in_order(), many=True).data
+
+    def get_summary(self, obj) -> dict:
+        report = obj.report or {}
+        routing = report.get("routing") or {}
+        return {"accuracy": (report.get("summary") or {}).get("accuracy"),
+                "macro_f1": (report.get("summary") or {}).get("macro_f1"),
+                "routing_entropy": routing.get("entropy"),
+                "utilization": routing.get("utilization")}
+
+    def get_in_production(self, obj) -> bool:
+        return obj.pk == self.context.get("production_id")
+
+
+class GatingVersionDetailSerializer(GatingVersionSerializer):
+    class Meta(GatingVersionSerializer.Meta):
+        fields = GatingVersionSerializer.Meta.fields + [
+            "label_space", "training_curves", "train_metrics", "report"]
+        read_only_fields = fields
+
+
+class GatingTrainRequestSerializer(serializers.Serializer):
+    expert_version_ids = serializers.ListField(
+        child=serializers.IntegerField(), required=False, allow_null=True, default=None,
+        help_text="expert versions to combine, in router order; omitted = all approved")
+    params = serializers.DictField(
+        required=False, default=dict,
+        help_text="top_k, temperature, noise_std, mlp_hidden, lambda_bal, lambda_z, lambda_h, "
+                  "epochs, lr, batch_size, patience, seed, samples_per_domain, "
+                  "max_train_per_domain, compare_unregularized")
+
+
+class GatingTrainResponseSerializer(serializers.Serializer):
+    version = GatingVersionSerializer()
+    job = JobSerializer()
+
+
+class PromotionSerializer(serializers.ModelSerializer):
+    version = serializers.IntegerField(source="version.number")
+    version_id = serializers.IntegerField()
+    promoted_by = serializers.CharField(source="promoted_by.username", default=None)
+    rolled_back_by = serializers.CharField(source="rolled_back_by.username", default=None)
+
+    class Meta:
+        model = Promotion
+        fields = ["id", "version", "version_id", "promoted_by", "at", "rolled_back",
+                  "rolled_back_by", "rolled_back_at"]
+        read_only_fields = fields
+
+
+class RollbackResponseSerializer(serializers.Serializer):
+    production = PromotionSerializer(allow_null=True)
+
+
+class PredictRequestSerializer(serializers.Serializer):
+    texts = serializers.ListField(child=serializers.CharField(), help_text="1..64 texts")
+
+
+class RoutedExpertSerializer(serializers.Serializer):
+    expert = serializers.CharField(help_text="expert version id")
+    name = serializers.CharField()
+    weight = serializers.FloatField()
+
+
+class PredictionSerializer(serializers.Serializer):
+    domain = serializers.CharField()
+    label = serializers.CharField()
+    confidence = serializers.FloatField()
+    experts = RoutedExpertSerializer(many=True)
+
+
+class PredictResponseSerializer(serializers.Serializer):
+    gating_version = serializers.IntegerField()
+    gating_version_id = serializers.IntegerField()
+    predictions = PredictionSerializer(many=True)
+    ms = serializers.FloatField()
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    fields = serializers.DictField(required=False)
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorBodySerializer()

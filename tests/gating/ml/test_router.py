@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gating.ml.router import Router, RouterConfig, route
+
+
+def test_it_maps_pooled_features_to_one_logit_per_expert():
+    for mlp_hidden in (0, 16):
+        router = Router(RouterConfig(hidden_size=8, n_experts=3, mlp_hidden=mlp_hidden))
+        assert router(torch.randn(5, 8)).shape == (5, 3)
+
+
+def test_it_selects_top_k_and_renormalises_their_weights():
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    probs, idx, w = route(logits, 2)
+    expected = torch.softmax(logits, dim=-1)
+    assert torch.allclose(probs, expected)
+    assert idx[0].tolist() == [0, 1] and idx[1, 0].item() == 2
+    p0, p1 = expected[0, 0], expected[0, 1]
+    assert torch.allclose(w[0], torch.stack([p0 / (p0 + p1), p1 / (p0 + p1)]))
+    assert torch.allclose(w.sum(-1), torch.ones(2))
+    _, idx1, w1 = route(logits, 1)
+    assert idx1.shape == (2, 1) and torch.allclose(w1, torch.ones(2, 1))
+
+
+def test_it_applies_temperature_and_softmax_in_float32():
+    logits = torch.tensor([[math.log(4.0), 0.0]], dtype=torch.bfloat16)
+    probs, _, _ = route(logits, 1, temperature=2.0)
+    assert probs.dtype == torch.float32
+    assert torch.allclose(probs, torch.tensor([[2 / 3, 1 / 3]]), atol=1e-2)
+
+
+def test_it_rejects_a_k_outside_the_expert_count():
+    with pytest.raises(ValueError):
+        route(torch.zeros(1, 3), 4)
+    with pytest.raises(ValueError):
+        route(torch.zeros(1, 3), 0)
+
+
+def test_it_adds_noise_only_while_training():
+    torch.manual_seed(0)
+    router = Router(RouterConfig(hidden_size=8, n_experts=4, noise_std=1.0))
+    x = torch.randn(6, 8)
+    router.eval()
+    clean = router(x)
+    assert torch.equal(clean, router(x))
+    router.train()
+    noisy = router(x)
+    assert not torch.allclose(noisy, clean)
+    quiet = Router(RouterConfig(hidden_size=8, n_experts=4, noise_std=0.0))
+    quiet.train()
+    assert torch.equal(quiet(x), quiet.eval()(x))
+
+
+def test_it_uses_its_own_k_by_default():
+    router = Router(RouterConfig(hidden_size=4, n_experts=3, top_k=2))
+    _, idx, _ = router.select(torch.randn(2, 3))
+    assert idx.shape == (2, 2)
