@@ -5,6 +5,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, permissions, status
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from gating import selectors, services, serving
@@ -110,9 +111,11 @@ class Predict(APIView):
     """Open to everyone, like the playground; the per-call caps bound the work of one call."""
 
     permission_classes = [permissions.AllowAny]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "predict"
 
     @extend_schema(request=PredictRequestSerializer,
-                   responses={200: PredictResponseSerializer, **_errors(400, 503)},
+                   responses={200: PredictResponseSerializer, **_errors(400, 429, 503)},
                    description="Classify texts with the production gating model: per text the "
                                "domain, label, confidence and the routed experts with weights.")
     def post(self, request):

@@ -22,11 +22,11 @@ PRODUCTION_CHECK_S = 1.5
 
 
 def predict_max_texts() -> int:
-    return int(getattr(settings, "MOECOLLAB_PREDICT_MAX_TEXTS", 64))
+    return int(settings.MOECOLLAB_PREDICT_MAX_TEXTS)
 
 
 def predict_max_chars() -> int:
-    return int(getattr(settings, "MOECOLLAB_PREDICT_MAX_CHARS", 2000))
+    return int(settings.MOECOLLAB_PREDICT_MAX_CHARS)
 
 
 @dataclass
@@ -66,12 +66,12 @@ def _backbone():
         # One intra-op thread per process: on a busy 2-core box, OpenMP threads that spin
         # while another process holds a core turn a 15 ms request into 600 ms. Scale with
         # web workers (one per core) instead.
-        torch.set_num_threads(int(getattr(settings, "MOECOLLAB_PREDICT_THREADS", 1)))
+        torch.set_num_threads(int(settings.MOECOLLAB_PREDICT_THREADS))
         backbone = load_backbone(
-            BackboneConfig(device=getattr(settings, "MOECOLLAB_PREDICT_DEVICE", "cpu"))
+            BackboneConfig(device=settings.MOECOLLAB_PREDICT_DEVICE)
         )
         dtype = prepare_for_serving(
-            backbone, dtype=getattr(settings, "MOECOLLAB_PREDICT_DTYPE", "auto"))
+            backbone, dtype=settings.MOECOLLAB_PREDICT_DTYPE)
         log.info("serving backbone in %s with %d thread(s)", dtype, torch.get_num_threads())
         _state.backbone = backbone
     return _state.backbone

@@ -202,5 +202,13 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": "cpu"},
     },
 }
+# Serving /api/v1/predict/ from the web process.
+MOECOLLAB_PREDICT_MAX_TEXTS = env_int("MOECOLLAB_PREDICT_MAX_TEXTS", 64, minimum=1)
+MOECOLLAB_PREDICT_MAX_CHARS = env_int("MOECOLLAB_PREDICT_MAX_CHARS", 2000, minimum=1)
+# One thread per web process: with several processes on a few cores, more threads only contend.
+MOECOLLAB_PREDICT_THREADS = env_int("MOECOLLAB_PREDICT_THREADS", 1, minimum=1)
+MOECOLLAB_PREDICT_DEVICE = env.str("MOECOLLAB_PREDICT_DEVICE", default="cpu")
+# "auto": bfloat16 where the CPU has fast bf16 kernels (AMX), else float32.
+MOECOLLAB_PREDICT_DTYPE = env.str("MOECOLLAB_PREDICT_DTYPE", default="auto")
 # Where workers run models: "auto" (CUDA when present), "cpu" or "cuda[:n]".
 MOECOLLAB_DEVICE = env.str("MOECOLLAB_DEVICE", default="auto")

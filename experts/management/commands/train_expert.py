@@ -34,7 +34,7 @@ class Command(BaseCommand):
     def handle(self, *args, **opts) -> None:
         if opts["verbosity"] >= 2:
             logging.basicConfig(level=logging.INFO)
-        cache_dir = opts["cache_dir"] or getattr(settings, "MOECOLLAB_FEATURE_CACHE_DIR", None)
+        cache_dir = opts["cache_dir"] or settings.MOECOLLAB_FEATURE_CACHE_DIR
         if cache_dir is None:
             raise CommandError(
                 "no feature cache: pass --cache-dir or set MOECOLLAB_FEATURE_CACHE_DIR"
