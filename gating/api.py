@@ -27,7 +27,8 @@ from training.serializers import JobSerializer
 
 def _errors(*codes: int) -> dict:
     text = {400: "bad input", 401: "not logged in", 403: "not a maintainer", 404: "not found",
-            409: "conflicts with the current state", 503: "no production model"}
+            409: "conflicts with the current state", 429: "too many requests",
+            503: "no production model"}
     return {c: OpenApiResponse(ErrorSerializer, description=text[c]) for c in codes}
 
 
