@@ -13,6 +13,7 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from moecollab_site.api import DomainError
 from moecollab_site.roles import MAINTAINER, user_add_role
 
 
@@ -22,10 +23,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--addr", default=os.environ.get("MOECOLLAB_ADDR", "127.0.0.1:8000"))
         parser.add_argument("--no-worker", action="store_true", help="web only")
+        parser.add_argument("--no-demo", action="store_true",
+                            help="do not build the demo (domains, experts, a production model)")
 
-    def handle(self, *args, addr: str, no_worker: bool, **options):
+    def handle(self, *args, addr: str, no_worker: bool, no_demo: bool, **options):
         call_command("migrate", interactive=False, verbosity=0)
         username, password = self._maintainer()
+        if not no_demo:
+            self._demo(username)
         worker = None if no_worker else self._start_worker()
         self.stdout.write(self.style.SUCCESS(
             f"\nMoECollab is starting at http://{addr}/\n"
@@ -33,6 +38,7 @@ class Command(BaseCommand):
             f"  database: {settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}"
             f" · broker: {settings.CELERY_BROKER_URL.split('://', 1)[0]}"
             f" · worker: {'pid ' + str(worker.pid) if worker else 'none'}\n"
+            + self._links(addr) +
             "  stop with Ctrl-C\n"
         ))
         try:
@@ -44,6 +50,34 @@ class Command(BaseCommand):
                     worker.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     worker.kill()
+
+    def _demo(self, username: str) -> None:
+        """Build the demo before the worker starts, so the two do not race for its jobs."""
+        from experts.demo import BUILT, SKIPPED, demo_prepare
+
+        data_dir = Path(settings.MOECOLLAB_DATA_DIR) if settings.MOECOLLAB_DATA_DIR else None
+        try:
+            result = demo_prepare(maintainer=User.objects.get(username=username),
+                                  data_dir=data_dir, max_train=1500,
+                                  progress=self.stdout._out)  # raw stream: bars redraw
+        except DomainError as exc:
+            # The platform is still worth starting; the message says what to fix.
+            self.stdout.write(self.style.WARNING(f"demo not built: {exc.message}"))
+            return
+        if result.status == SKIPPED:
+            self.stdout.write(self.style.WARNING(result.message))
+        elif result.status != BUILT:
+            self.stdout.write(result.message)
+
+    def _links(self, addr: str) -> str:
+        from gating.selectors import production_version
+
+        version = production_version()
+        if version is None:
+            return (f"  gating models: http://{addr}/gating/ (none in production yet)\n")
+        return (f"  production model dashboard: http://{addr}/gating/{version.pk}/ "
+                f"(gating v{version.number})\n"
+                f"  predict playground: http://{addr}/gating/playground/\n")
 
     def _maintainer(self) -> tuple[str, str]:
         """The local maintainer; its password is kept in var/ so every start can print it."""
