@@ -81,10 +81,13 @@ def _check_row(number: int, text, label, labels: set[str] | None) -> tuple[str, 
     return text.strip(), label
 
 
-def _jsonl_rows(lines: Iterator[tuple[int, bytes]], labels) -> Iterator[tuple[str, str]]:
+def _jsonl_rows(lines: Iterator[tuple[int, bytes]], labels,
+                skip_blank: bool = False) -> Iterator[tuple[str, str]]:
     for number, raw in lines:
         line = _decode(number, raw)
         if not line.strip():
+            if skip_blank:
+                continue
             raise DatasetError(f"line {number}: empty row")
         try:
             record = json.loads(line)
@@ -98,7 +101,8 @@ def _jsonl_rows(lines: Iterator[tuple[int, bytes]], labels) -> Iterator[tuple[st
         yield _check_row(number, record["text"], record["label"], labels)
 
 
-def _csv_rows(lines: Iterator[tuple[int, bytes]], labels) -> Iterator[tuple[str, str]]:
+def _csv_rows(lines: Iterator[tuple[int, bytes]], labels,
+              skip_blank: bool = False) -> Iterator[tuple[str, str]]:
     header = None
     for number, raw in lines:
         line = _decode(number, raw)
@@ -111,6 +115,8 @@ def _csv_rows(lines: Iterator[tuple[int, bytes]], labels) -> Iterator[tuple[str,
                 )
             continue
         if not line.strip():
+            if skip_blank:
+                continue
             raise DatasetError(f"line {number}: empty row")
         try:
             values = next(csv.reader(io.StringIO(line)))
@@ -126,9 +132,13 @@ def _csv_rows(lines: Iterator[tuple[int, bytes]], labels) -> Iterator[tuple[str,
 
 
 def parse_dataset(
-    chunks: Iterable[bytes], *, filename: str, labels: list[str] | None, max_rows: int
+    chunks: Iterable[bytes], *, filename: str, labels: list[str] | None, max_rows: int,
+    skip_blank: bool = False,
 ) -> ParsedDataset:
-    """Parse a JSONL (.jsonl/.json) or CSV (.csv) upload; raises DatasetError naming the line."""
+    """Parse a JSONL (.jsonl/.json) or CSV (.csv) upload; raises DatasetError naming the line.
+
+    Uploads refuse blank lines (a sign of a broken export); local folders may skip them.
+    """
     name = filename.lower()
     if name.endswith((".jsonl", ".json", ".ndjson")):
         reader = _jsonl_rows
@@ -138,7 +148,7 @@ def parse_dataset(
         raise DatasetError(f"{filename!r}: expected a .jsonl or .csv file")
     known = set(labels) if labels is not None else None
     rows: list[tuple[str, str]] = []
-    for row in reader(_lines(chunks), known):
+    for row in reader(_lines(chunks), known, skip_blank):
         rows.append(row)
         if len(rows) > max_rows:
             raise DatasetError(f"more than {max_rows} rows (the row cap); split the file")

@@ -78,3 +78,18 @@ def celery_worker_process(worker_env, tmp_path):
     yield worker
     worker.stop()
 
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random BERT saved like a hub model: tests the real loading path, no download."""
+    from tests.experts.ml.tiny import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tiny_model_dir):
+    from tests.experts.ml.tiny import load_tiny_backbone
+
+    return load_tiny_backbone(tiny_model_dir)

@@ -7,7 +7,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from experts.datasets import DatasetError, parse_dataset
+
 Example = tuple[str, str]  # (text, label)
+MAX_ROWS = 10_000_000  # a sanity bound for local folders; uploads have their own cap
 
 
 class DomainDataError(ValueError):
@@ -33,28 +36,13 @@ class DomainData:
 
 def read_jsonl(path: Path, labels: list[str]) -> list[Example]:
     """(text, label) pairs of a JSONL file, with errors naming the file and line."""
-    allowed = set(labels)
-    examples: list[Example] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DomainDataError(f"{where}: invalid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DomainDataError(f"{where}: each line must be an object with text and label")
-            text, label = row.get("text"), row.get("label")
-            if not isinstance(text, str) or not text.strip():
-                raise DomainDataError(f"{where}: empty or missing text")
-            if label not in allowed:
-                raise DomainDataError(
-                    f"{where}: unknown label {label!r} (domain labels: {', '.join(labels)})"
-                )
-            examples.append((text, label))
-    return examples
+    with path.open("rb") as f:
+        try:
+            parsed = parse_dataset(iter(lambda: f.read(1 << 20), b""), filename=path.name,
+                                   labels=labels, max_rows=MAX_ROWS, skip_blank=True)
+        except DatasetError as exc:
+            raise DomainDataError(f"{path}: {exc}") from None
+    return parsed.rows
 
 
 def subsample(examples: list[Example], n: int, *, seed: int) -> list[Example]:

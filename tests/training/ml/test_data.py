@@ -41,10 +41,10 @@ def test_it_reads_an_eval_file_in_place_of_test(tmp_path):
 
 
 @pytest.mark.parametrize(("train", "message"), [
-    (['{"text": "ok", "label": "yes"}', "{broken"], r"train.jsonl:2: invalid JSON"),
-    ([{"text": "ok", "label": "maybe"}], r"train.jsonl:1: unknown label 'maybe'"),
-    ([{"text": "   ", "label": "yes"}], r"train.jsonl:1: empty or missing text"),
-    ([["a", "yes"]], r"train.jsonl:1: each line must be an object"),
+    (['{"text": "ok", "label": "yes"}', "{broken"], r"train.jsonl: line 2: not valid JSON"),
+    ([{"text": "ok", "label": "maybe"}], r"train.jsonl: line 1: unknown label 'maybe'"),
+    ([{"text": "   ", "label": "yes"}], r"train.jsonl: line 1: empty or missing text"),
+    ([["a", "yes"]], r"train.jsonl: line 1: expected an object"),
 ])
 def test_it_names_the_file_and_line_of_bad_data(tmp_path, train, message):
     with pytest.raises(DomainDataError, match=message):
