@@ -114,7 +114,8 @@ def heatmap(rows: Sequence[str], cols: Sequence[str], values: Sequence[Sequence[
     left, top = 110, 34
     cell_w = max(48, min(110, (W - left - 10) / max(len(cols), 1)))
     cell_h = 28
-    width = int(left + cell_w * len(cols) + 10)
+    # At least a full chart's width, so the caption below the grid is never cut off.
+    width = max(int(left + cell_w * len(cols) + 10), W)
     height = int(top + cell_h * len(rows) + 60)
     body = []
     for r, row in enumerate(rows):
@@ -131,12 +132,13 @@ def heatmap(rows: Sequence[str], cols: Sequence[str], values: Sequence[Sequence[
                         f'height="{cell_h - 2}" fill="{fill}">'
                         f"<title>{escape(f'{row} → {cols[c]}: {v:.3f}')}</title></rect>")
             body.append(f'<text x="{x + cell_w / 2:.1f}" y="{y + cell_h / 2 + 3:.1f}" '
-                        f'text-anchor="middle" class="tick" fill="{fg}">{v:.2f}</text>')
+                        # A style, not a fill attribute: the .tick rule would override it.
+                        f'text-anchor="middle" class="tick" style="fill:{fg}">{v:.2f}</text>')
     for c, col in enumerate(cols):
         x = left + c * cell_w + cell_w / 2
         y = top + len(rows) * cell_h + 14
         body.append(f'<text x="{x:.1f}" y="{y}" text-anchor="middle" class="tick">'
                     f"{escape(_short(col, 14))}</text>")
-    body.append(f'<text x="{left}" y="{height - 8}" class="tick">rows: input domain · '
+    body.append(f'<text x="10" y="{height - 8}" class="tick">rows: input domain · '
                 "columns: expert · cell: share of the domain's dispatches</text>")
     return _svg(body, title, width=width, height=height)

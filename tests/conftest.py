@@ -10,6 +10,17 @@ from moecollab_site.roles import CONTRIBUTOR, MAINTAINER, user_add_role
 from tests.helpers import WorkerProcess, data_dir, database_url_of
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Remove this run's private broker folder (see settings.test)."""
+    import shutil
+
+    from django.conf import settings
+
+    broker_dir = getattr(settings, "BROKER_DIR", None)
+    if broker_dir is not None and broker_dir.name.startswith("test-broker-"):
+        shutil.rmtree(broker_dir, ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
 def media_root(settings, tmp_path):
     """Each test writes uploads into its own folder, so leftovers can be counted."""

@@ -71,10 +71,11 @@ class WorkerProcess:
             self.proc.wait(timeout=30)
 
     def stop(self) -> None:
+        """Warm shutdown; an idle worker exits in seconds, a stuck one is killed after 10 s."""
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, 15)
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill()
 

@@ -22,7 +22,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 if "MEDIA_ROOT" not in os.environ:
     MEDIA_ROOT = VAR_DIR / "test-media"
 if "MOECOLLAB_BROKER_DIR" not in os.environ:
-    BROKER_DIR = VAR_DIR / "test-broker"
+    # Per run, like the database: a worker of one run must not take another run's tasks.
+    BROKER_DIR = VAR_DIR / f"test-broker-{os.getpid()}"
     if CELERY_BROKER_URL.startswith("filesystem://"):
         CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(BROKER_DIR)
 STORAGES = {

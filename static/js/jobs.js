@@ -28,6 +28,9 @@
     var error = document.getElementById("job-error");
     error.hidden = !job.error;
     error.textContent = job.error;
+    // A finished job can no longer be cancelled: drop the button drawn while it ran.
+    var cancel = document.getElementById("job-cancel");
+    if (cancel && finished.indexOf(job.status) !== -1) { cancel.hidden = true; }
   }
 
   function poll() {
