@@ -102,7 +102,9 @@ def notifications_for(*, user) -> QuerySet[Notification]:
 
 
 def request_list(*, status: str | None = None) -> QuerySet[ExpertRequest]:
-    qs = ExpertRequest.objects.select_related("author", "domain", "closed_by")
+    # answers: the API lists them per request.
+    qs = ExpertRequest.objects.select_related("author", "domain", "closed_by").prefetch_related(
+        "answers")
     if status:
         qs = qs.filter(status=status)
     return qs
@@ -111,7 +113,20 @@ def request_list(*, status: str | None = None) -> QuerySet[ExpertRequest]:
 def leaderboard_domain(*, domain: Domain) -> QuerySet[LeaderboardEntry]:
     return LeaderboardEntry.objects.filter(
         board=LeaderboardEntry.Board.DOMAIN, domain=domain
-    ).select_related("version__expert__owner").order_by("rank")
+    ).select_related("version__expert__owner", "user").order_by("rank")
+
+
+def leaderboard_domains(*, top: int | None = None
+                        ) -> list[tuple[Domain, list[LeaderboardEntry]]]:
+    """Every domain with its board (possibly empty, the first `top` ranks), in two queries."""
+    rows: dict[int, list[LeaderboardEntry]] = {}
+    entries = LeaderboardEntry.objects.filter(board=LeaderboardEntry.Board.DOMAIN)
+    if top is not None:
+        entries = entries.filter(rank__lte=top)
+    for entry in entries.select_related(
+            "version__expert__owner", "user").order_by("domain_id", "rank"):
+        rows.setdefault(entry.domain_id, []).append(entry)
+    return [(domain, rows.get(domain.pk, [])) for domain in Domain.objects.all()]
 
 
 def leaderboard_contributors() -> QuerySet[LeaderboardEntry]:

@@ -467,10 +467,13 @@ def request_dataset(request, pk: int):
 # Leaderboards and notifications -------------------------------------------------------------
 
 
+LEADERBOARD_PAGE_TOP = 20  # per domain on the overview; the domain page has the full board
+
+
 def leaderboards(request):
-    boards = [(domain, list(selectors.leaderboard_domain(domain=domain)))
-              for domain in Domain.objects.all()]
+    boards = selectors.leaderboard_domains(top=LEADERBOARD_PAGE_TOP)
     return render(request, "experts/leaderboards.html", {
+        "top": LEADERBOARD_PAGE_TOP,
         "boards": [(d, rows) for d, rows in boards if rows],
         "empty_domains": [d for d, rows in boards if not rows],
         "contributors": selectors.leaderboard_contributors(),

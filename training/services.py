@@ -1,9 +1,12 @@
 """Writes for jobs: create (dispatch after commit) and cancel."""
 from __future__ import annotations
 
+import logging
+
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerUnreachable
 
 from moecollab_site.api import DomainError
 from training.models import Job
@@ -14,18 +17,35 @@ QUEUE_OF_KIND = {
     Job.Kind.TRAIN_EXPERT: Job.Queue.GPU,
     Job.Kind.TRAIN_GATING: Job.Queue.GPU,
 }
+# A few quick tries, then give up: the request that created the job must not hang on the broker.
+PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+
+log = logging.getLogger(__name__)
 
 
-def job_dispatch(*, job: Job) -> None:
+def job_dispatch(*, job: Job) -> bool:
+    """Send the job's message; False when the broker is unreachable.
+
+    The job stays queued either way and dispatched_at is set, so the stale-job sweep sends it
+    again after MOECOLLAB_REQUEUE_AFTER_S: a broker outage delays jobs, it never loses them.
+    """
     from training.tasks import run_job_task
 
     soft, hard = TIME_LIMITS[Job.Queue(job.queue)]
-    result = run_job_task.apply_async(
-        args=[job.pk], queue=job.queue, soft_time_limit=soft, time_limit=hard
-    )
+    try:
+        result = run_job_task.apply_async(
+            args=[job.pk], queue=job.queue, soft_time_limit=soft, time_limit=hard,
+            retry=True, retry_policy=PUBLISH_RETRY,
+        )
+    except BrokerUnreachable as exc:
+        log.error("job %s not sent, the broker is unreachable (%s); the stale-job sweep will "
+                  "send it again", job.pk, exc)
+        Job.objects.filter(pk=job.pk).update(dispatched_at=timezone.now())
+        return False
     Job.objects.filter(pk=job.pk).update(celery_task_id=result.id or "",
                                          dispatched_at=timezone.now(),
                                          dispatch_count=F("dispatch_count") + 1)
+    return True
 
 
 def job_create(*, kind: str, user=None, params: dict | None = None) -> Job:
@@ -88,8 +108,13 @@ def jobs_sweep_stale() -> dict:
         )
     requeue_before = now - timedelta(seconds=settings.MOECOLLAB_REQUEUE_AFTER_S)
     requeued = 0
-    waiting = Job.objects.filter(status=Job.Status.QUEUED, cancel_requested=False,
-                                 dispatched_at__lt=requeue_before)
+    # Sent long ago but never claimed, or never sent at all (the web process died between
+    # commit and dispatch).
+    waiting = Job.objects.filter(
+        Q(dispatched_at__lt=requeue_before)
+        | Q(dispatched_at__isnull=True, created_at__lt=requeue_before),
+        status=Job.Status.QUEUED, cancel_requested=False,
+    )
     for job in waiting:
         job_dispatch(job=job)
         requeued += 1

@@ -155,10 +155,12 @@ def test_it_resends_a_queued_job_whose_message_may_be_lost(db, settings, monkeyp
     monkeypatch.setattr(services, "job_dispatch", lambda *, job: sent.append(job.pk))
     old = timezone.now() - timedelta(seconds=settings.MOECOLLAB_REQUEUE_AFTER_S + 5)
     lost = make_job(dispatched_at=old)
+    never_sent = make_job(created_at=old)  # the web process died before dispatching it
     make_job(dispatched_at=timezone.now())  # just sent: left alone
+    make_job()  # just created, its dispatch is on the way: left alone
     make_job(dispatched_at=old, cancel_requested=True, status=Job.Status.CANCELLED)
-    assert services.jobs_sweep_stale() == {"failed": 0, "requeued": 1}
-    assert sent == [lost.pk]
+    assert services.jobs_sweep_stale() == {"failed": 0, "requeued": 2}
+    assert sorted(sent) == sorted([lost.pk, never_sent.pk])
 
 
 def test_it_fails_the_job_when_the_pool_process_running_it_dies(db):
