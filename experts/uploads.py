@@ -51,16 +51,21 @@ def platform_backbone() -> dict:
             "num_layers": backbone.num_layers, "hidden_size": backbone.hidden_size}
 
 
+def _size(n: int) -> str:
+    """Bytes for small sizes, so a small cap never reads as '0 MiB'."""
+    return f"{n} bytes" if n < 2**20 else f"{n / 2**20:.1f} MiB"
+
+
 def read_capped(upload, *, cap: int, what: str) -> bytes:
     """Read an uploaded file after checking its declared size, never more than `cap` bytes."""
     size = getattr(upload, "size", None)
     if size is not None and size > cap:
-        raise UploadRejected("file sizes", f"{what} is {size / 2**20:.1f} MiB; the limit is "
-                                           f"{cap / 2**20:.0f} MiB")
+        raise UploadRejected("file sizes", f"{what} is {_size(size)}; the limit is "
+                                           f"{_size(cap)}")
     upload.seek(0)
     data = upload.read(cap + 1)
     if len(data) > cap:
-        raise UploadRejected("file sizes", f"{what} is over the {cap / 2**20:.0f} MiB limit")
+        raise UploadRejected("file sizes", f"{what} is over the {_size(cap)} limit")
     if not data:
         raise UploadRejected("file sizes", f"{what} is empty")
     return data

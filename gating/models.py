@@ -63,6 +63,8 @@ class GatingVersion(models.Model):
         return self.status
 
     def members_in_order(self) -> list[GatingMember]:
+        if "members" in getattr(self, "_prefetched_objects_cache", {}):
+            return list(self.members.all())  # gating_version_list prefetched them for a list
         return list(self.members.select_related("expert_version__expert__owner",
                                                 "expert_version__expert__domain"))
 

@@ -3,15 +3,18 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.utils import timezone
 
-from gating.models import GatingVersion, Promotion
+from gating.models import GatingMember, GatingVersion, Promotion
 from training.models import Job
 
 
 def gating_version_list() -> QuerySet[GatingVersion]:
-    return GatingVersion.objects.select_related("trained_by", "train_job", "eval_job")
+    members = GatingMember.objects.select_related("expert_version__expert__owner",
+                                                  "expert_version__expert__domain")
+    return (GatingVersion.objects.select_related("trained_by", "train_job", "eval_job")
+            .prefetch_related(Prefetch("members", queryset=members)))
 
 
 def gating_version_get(*, pk: int) -> GatingVersion | None:

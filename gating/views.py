@@ -1,11 +1,15 @@
 """Gating pages: versions and dashboards, training/promotion forms, the predict playground."""
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+from rest_framework.throttling import ScopedRateThrottle
 
 from experts.selectors import expert_versions_approved
 from gating import charts, selectors, services, serving
@@ -186,6 +190,15 @@ def rollback(request):
     return redirect("gating-index")
 
 
+def _predict_wait(request) -> int | None:
+    """Seconds this client must wait before predicting again, else None. The playground counts
+    against the predict API's budget (same scope, same key), so it is no way around it."""
+    throttle = ScopedRateThrottle()
+    if throttle.allow_request(request, SimpleNamespace(throttle_scope="predict")):
+        return None
+    return max(1, math.ceil(throttle.wait() or 1))
+
+
 def playground(request):
     """Type texts (one per line) and see the production model's answer; no JavaScript needed."""
     context = {"text": "", "result": None, "error": None,
@@ -194,6 +207,11 @@ def playground(request):
     if request.method == "POST":
         text = request.POST.get("texts", "")
         context["text"] = text
+        if (wait := _predict_wait(request)) is not None:
+            context["error"] = f"Too many predictions; try again in {wait} seconds."
+            response = render(request, "gating/playground.html", context, status=429)
+            response["Retry-After"] = str(wait)
+            return response
         texts = [line for line in text.splitlines() if line.strip()]
         try:
             context["result"] = serving.predict(texts)

@@ -47,6 +47,6 @@ def test_it_reports_bad_domain_data_as_a_command_error(tmp_path):
     (tmp_path / "domain.json").write_text('{"name": "x", "labels": ["a", "b"]}')
     (tmp_path / "train.jsonl").write_text('{"text": "hi", "label": "c"}\n')
     (tmp_path / "dev.jsonl").write_text('{"text": "hi", "label": "a"}\n')
-    with pytest.raises(CommandError, match=r"train.jsonl:1: unknown label 'c'"):
+    with pytest.raises(CommandError, match=r"train.jsonl: line 1: unknown label 'c'"):
         call_command("train_expert", data=str(tmp_path), out=str(tmp_path / "out"),
                      cache_dir=str(tmp_path / "cache"))
