@@ -42,7 +42,9 @@ def predict_moe(
     k = top_k or moe.router.config.top_k
     topk = torch.empty(n, k, dtype=torch.long)
     for rows, batch in trunks.batches(batch_size, device=device, tokens=needs_tokens):
-        out = moe(batch, top_k=k, dense=dense)
+        extra = trunks.router_input(rows)
+        extra = extra.to(device) if extra is not None else None
+        out = moe(batch, top_k=k, dense=dense, router_input=extra)
         pred[rows] = out.log_probs.argmax(dim=1).cpu()
         probs[rows] = out.probs.cpu()
         topk[rows] = out.topk_idx.cpu()

@@ -7,6 +7,7 @@ so routed FLOPs follow the inputs' real routing, not an assumed even split.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -27,12 +28,14 @@ def moe_compute(
     *,
     trunk_fn: Callable[[int], object] | None = None,
     top_k: int | None = None,
+    router_input: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Mean FLOPs per input of the MoE over the rows of `trunk`, dense vs routed.
 
     Each input is measured on its own (batch of one, token states trimmed to its length), so
     padding never inflates either side. trunk_fn(i) runs the backbone layers below the split
-    for input i (None: the trunk is not counted).
+    for input i (None: the trunk is not counted). router_input: (B, R) router features when the
+    router does not read trunk.pooled.
     """
     batch = trunk.pooled.shape[0]
     if batch == 0:
@@ -44,11 +47,14 @@ def moe_compute(
     try:
         for i in range(batch):
             row = slice_trunk(trunk, torch.tensor([i], device=trunk.pooled.device), tokens=tokens)
+            r = router_input[i : i + 1] if router_input is not None else row.pooled
             if trunk_fn is not None:
                 totals["trunk"] += count_flops(lambda i=i: trunk_fn(i))
-            totals["router"] += count_flops(lambda row=row: moe.router(row.pooled))
-            totals["dense"] += count_flops(lambda row=row: moe(row, dense=True))
-            totals["routed"] += count_flops(lambda row=row: moe(row, top_k=top_k))
+            totals["router"] += count_flops(lambda r=r: moe.router(r))
+            dense = partial(moe, row, dense=True, router_input=r)
+            routed = partial(moe, row, top_k=top_k, router_input=r)
+            totals["dense"] += count_flops(dense)
+            totals["routed"] += count_flops(routed)
     finally:
         moe.train(was_training)
     mean = {k: v / batch for k, v in totals.items()}

@@ -173,14 +173,17 @@ class MixtureOfExperts(nn.Module):
         top_k: int | None = None,
         dense: bool = False,
         exclude: Sequence[int] = (),
+        router_input: torch.Tensor | None = None,
     ) -> MoEOutput:
         """Route, run the selected experts on their rows only, mix in the union label space.
 
         dense=True runs every expert with the full softmax weights (the dense reference).
         exclude: experts removed from the pool; the router renormalises over the rest
         (leave-one-out contribution).
+        router_input: (B, R) features the router reads instead of trunk.pooled (e.g. pooled
+        states of several trunk layers); experts still read the trunk batch.
         """
-        logits = self.router(trunk.pooled)  # (B, E)
+        logits = self.router(trunk.pooled if router_input is None else router_input)  # (B, E)
         gate_logits = logits
         if exclude:
             gate_logits = logits.float().clone()

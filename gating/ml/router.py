@@ -51,6 +51,10 @@ class Router(nn.Module):
         if config.n_experts < 1:
             raise ValueError("a router needs at least one expert")
         self.config = config
+        # Per-feature standardisation of the input with training-set statistics (fit_input_stats):
+        # router inputs may concatenate trunk layers whose scales differ by orders of magnitude.
+        self.register_buffer("input_mean", torch.zeros(config.hidden_size))
+        self.register_buffer("input_std", torch.ones(config.hidden_size))
         self.dropout = nn.Dropout(config.dropout)
         if config.mlp_hidden > 0:
             self.body: nn.Module = nn.Sequential(
@@ -66,8 +70,16 @@ class Router(nn.Module):
         nn.init.zeros_(self.noise.weight)
         nn.init.zeros_(self.noise.bias)
 
+    @torch.no_grad()
+    def fit_input_stats(self, features: torch.Tensor) -> None:
+        """Set the input standardisation from (N, H) training features."""
+        features = features.float()
+        self.input_mean.copy_(features.mean(dim=0))
+        self.input_std.copy_(features.std(dim=0).clamp_min(1e-6))
+
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        h = self.body(self.dropout(pooled))  # (B, W)
+        x = (pooled.float() - self.input_mean) / self.input_std  # (B, H)
+        h = self.body(self.dropout(x))  # (B, W)
         logits = self.gate(h)  # (B, E)
         if self.training and self.config.noise_std > 0:
             scale = F.softplus(self.noise(h))  # (B, E)

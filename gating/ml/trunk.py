@@ -15,9 +15,16 @@ class TrunkSet:
 
     pooled: torch.Tensor  # (N, H) float32 pooled trunk output (what the router and heads read)
     tokens: list[torch.Tensor] | None = None  # N tensors (T_i, H) at the split layer, or None
+    router: torch.Tensor | None = None  # (N, R) what the router reads, if not `pooled`
 
     def __len__(self) -> int:
         return self.pooled.shape[0]
+
+    def router_input(self, rows: Sequence[int] | torch.Tensor) -> torch.Tensor | None:
+        """(B, R) router features of `rows`, or None when the router reads `pooled`."""
+        if self.router is None:
+            return None
+        return self.router.index_select(0, torch.as_tensor(rows, dtype=torch.long))
 
     def batch(
         self, rows: Sequence[int] | torch.Tensor, *, device: torch.device | str = "cpu",
@@ -50,4 +57,5 @@ class TrunkSet:
     def subset(self, rows: Sequence[int]) -> TrunkSet:
         idx = torch.as_tensor(list(rows), dtype=torch.long)
         tokens = [self.tokens[i] for i in idx.tolist()] if self.tokens is not None else None
-        return TrunkSet(pooled=self.pooled.index_select(0, idx), tokens=tokens)
+        router = self.router.index_select(0, idx) if self.router is not None else None
+        return TrunkSet(pooled=self.pooled.index_select(0, idx), tokens=tokens, router=router)

@@ -64,7 +64,7 @@ class RouterTrainConfig:
 class RouterData:
     """Router training/dev inputs with the frozen experts' outputs cached once."""
 
-    pooled: torch.Tensor  # (N, H) trunk features the router reads
+    pooled: torch.Tensor  # (N, R) features the router reads (pooled trunk output by default)
     targets: torch.Tensor  # (N,) union label index of each input
     domains: list[str]  # N domain names (balanced sampling, per-domain dev accuracy)
     expert_log_probs: list[torch.Tensor]  # one (N, C_i) float32 tensor per expert
@@ -178,7 +178,9 @@ def train_router(
                 temperature=cfg.temperature, noise_std=cfg.noise_std,
                 mlp_hidden=cfg.mlp_hidden, dropout=cfg.dropout,
             )
-        ).to(device)
+        )
+        router.fit_input_stats(train.pooled)
+        router.to(device)
         opt = torch.optim.AdamW(router.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         best = {"accuracy": -1.0, "nll": math.inf, "epoch": 0}
         best_state = {k: v.detach().clone() for k, v in router.state_dict().items()}

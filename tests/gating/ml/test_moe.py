@@ -145,3 +145,13 @@ def test_it_lets_the_nll_train_the_router_through_the_dense_mixture(trunk_cls, s
 def test_it_rejects_a_router_sized_for_another_pool(stub_expert):
     with pytest.raises(ValueError):
         MixtureOfExperts(fixed_router([0.5, 0.5]), [stub_expert("a", ["x"])])
+
+
+def test_it_routes_on_separate_router_features_when_given(trunk_cls, stub_expert):
+    a, b = stub_expert("a", ["x"], logits=[0.0]), stub_expert("b", ["u"], logits=[0.0])
+    moe = MixtureOfExperts(sign_router(), [a, b]).eval()
+    pooled = torch.ones(2, 4)  # would route both rows to expert 0
+    features = torch.tensor([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]])
+    out = moe(trunk_cls(pooled=pooled), router_input=features)
+    assert out.topk_idx[:, 0].tolist() == [0, 1]
+    assert (a.rows_seen, b.rows_seen) == (1, 1)

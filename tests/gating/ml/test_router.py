@@ -60,3 +60,15 @@ def test_it_uses_its_own_k_by_default():
     router = Router(RouterConfig(hidden_size=4, n_experts=3, top_k=2))
     _, idx, _ = router.select(torch.randn(2, 3))
     assert idx.shape == (2, 2)
+
+
+def test_it_standardises_its_input_with_training_statistics():
+    router = Router(RouterConfig(hidden_size=2, n_experts=2, noise_std=0.0)).eval()
+    features = torch.tensor([[0.0, 100.0], [2.0, 300.0]])
+    router.fit_input_stats(features)
+    with torch.no_grad():
+        router.gate.weight.copy_(torch.eye(2))
+        router.gate.bias.zero_()
+    s = 2**0.5 / 2  # (x - mean) / std with the unbiased std of two points
+    expected = torch.tensor([[-s, -100 / (100 * 2**0.5)], [s, 100 / (100 * 2**0.5)]])
+    assert torch.allclose(router(features), expected, atol=1e-5)

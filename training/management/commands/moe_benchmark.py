@@ -1,0 +1,55 @@
+"""`manage.py moe_benchmark`: experts vs baseline vs routed mixture (needs no database)."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from training.ml.benchmark import BenchmarkConfig, run_benchmark
+from training.ml.benchmark_report import markdown_table
+
+
+class Command(BaseCommand):
+    help = "Train per-domain experts, a monolithic baseline and a router; write a JSON report."
+    requires_system_checks: list = []  # pure ML: needs no database and no configured site
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--data-dir", required=True, help="folder of domain folders")
+        parser.add_argument("--eval-dir", help="folder with <domain>/test.jsonl (default: dev)")
+        parser.add_argument("--out", required=True, help="where to write report.json")
+        parser.add_argument("--expert-kind", choices=["head", "branch"], default="head")
+        parser.add_argument("--top-k", type=int, default=1)
+        parser.add_argument("--max-train-per-domain", type=int)
+        parser.add_argument("--router-max-per-domain", type=int)
+        parser.add_argument("--split-layer", type=int)
+        parser.add_argument("--expert-epochs", type=int)
+        parser.add_argument(
+            "--router-extra-layers", type=int, nargs="*", default=[0],
+            help="trunk layers whose pooled states the router reads besides the split layer's "
+            "(default: 0, the embedding layer; give none to read the split layer only)",
+        )
+        parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--cache-dir", default="var/feature-cache")
+
+    def handle(self, *args, **opts) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        if not Path(opts["data_dir"]).is_dir():
+            raise CommandError(f"--data-dir {opts['data_dir']} is not a folder")
+        cfg = BenchmarkConfig(
+            data_dir=opts["data_dir"], eval_dir=opts["eval_dir"],
+            expert_kind=opts["expert_kind"], top_k=opts["top_k"],
+            max_train_per_domain=opts["max_train_per_domain"],
+            router_max_per_domain=opts["router_max_per_domain"],
+            split_layer=opts["split_layer"], expert_epochs=opts["expert_epochs"],
+            router_extra_layers=tuple(opts["router_extra_layers"]),
+            device=opts["device"], seed=opts["seed"], cache_dir=opts["cache_dir"],
+        )
+        report = run_benchmark(cfg)
+        out = Path(opts["out"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        self.stdout.write(markdown_table(report))
+        self.stdout.write(f"\nreport written to {out}")
