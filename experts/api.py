@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, permissions, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
@@ -17,6 +18,7 @@ from experts.serializers import (
     ExpertSerializer,
     ExpertUpdateSerializer,
     LeaderboardEntrySerializer,
+    NotificationPageSerializer,
     NotificationSerializer,
     RequestSerializer,
     ReviewSerializer,
@@ -25,10 +27,12 @@ from experts.serializers import (
     VersionSerializer,
     VersionUploadSerializer,
 )
-from moecollab_site.api import DomainError
+from moecollab_site.api import DomainError, PageNumberPagination, error_responses
 
 READ_OR_AUTH = [permissions.IsAuthenticatedOrReadOnly]
 UPLOAD_PARSERS = [MultiPartParser, FormParser]
+# Every operation refuses a wrong token (401); lists also answer 404 for a page past the end.
+READ = error_responses(401, 404)
 
 
 def _valid(serializer_class, request, **kwargs):
@@ -39,12 +43,20 @@ def _valid(serializer_class, request, **kwargs):
 
 class DomainListCreate(generics.ListAPIView):
     serializer_class = DomainSerializer
+    pagination_class = PageNumberPagination
     permission_classes = READ_OR_AUTH
+    parser_classes = [JSONParser]  # labels are a list
 
     def get_queryset(self):
         return selectors.domain_list()
 
-    @extend_schema(request=DomainCreateSerializer, responses={201: DomainSerializer})
+    @extend_schema(responses={200: DomainSerializer(many=True), **READ})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=DomainCreateSerializer,
+                   responses={201: DomainSerializer, **error_responses(400, 401, 403, 409)},
+                   description="Create a domain (maintainers); 409 when the name is taken.")
     def post(self, request):
         data = _valid(DomainCreateSerializer, request)
         domain = services.domain_create(user=request.user, **data)
@@ -55,6 +67,10 @@ class DomainDetail(generics.RetrieveAPIView):
     serializer_class = DomainSerializer
     lookup_field = "name"
 
+    @extend_schema(responses={200: DomainSerializer, **READ})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
     def get_queryset(self):
         return selectors.domain_list()
 
@@ -64,7 +80,8 @@ class DomainSplitUpload(APIView):
     parser_classes = UPLOAD_PARSERS
 
     @extend_schema(request={"multipart/form-data": SplitUploadSerializer},
-                   responses={201: DomainSerializer})
+                   responses={201: DomainSerializer, **error_responses(400, 401, 403, 404)},
+                   description="Upload (or replace) a split of a domain (maintainers).")
     def post(self, request, name: str):
         domain = get_object_or_404(Domain, name=name)
         data = _valid(SplitUploadSerializer, request)
@@ -76,13 +93,14 @@ class DomainSplitUpload(APIView):
 
 class ExpertListCreate(generics.ListAPIView):
     serializer_class = ExpertSerializer
+    pagination_class = PageNumberPagination
     permission_classes = READ_OR_AUTH
 
     @extend_schema(parameters=[
         OpenApiParameter("domain", str), OpenApiParameter("kind", str),
         OpenApiParameter("status", str), OpenApiParameter("contributor", str),
         OpenApiParameter("q", str, description="text search in name, description, domain"),
-    ])
+    ], responses={200: ExpertSerializer(many=True), **READ})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -92,7 +110,10 @@ class ExpertListCreate(generics.ListAPIView):
                                      status=p.get("status"), contributor=p.get("contributor"),
                                      text=p.get("q"))
 
-    @extend_schema(request=ExpertSerializer, responses={201: ExpertSerializer})
+    @extend_schema(request=ExpertSerializer,
+                   responses={201: ExpertSerializer, **error_responses(400, 401, 409)},
+                   description="Create an expert you own; 409 when you already have one of "
+                               "that name.")
     def post(self, request):
         data = _valid(ExpertSerializer, request)
         expert = services.expert_create(user=request.user, **data)
@@ -102,12 +123,14 @@ class ExpertListCreate(generics.ListAPIView):
 class ExpertDetail(APIView):
     permission_classes = READ_OR_AUTH
 
-    @extend_schema(responses=ExpertSerializer)
+    @extend_schema(responses={200: ExpertSerializer, **READ})
     def get(self, request, pk: int):
         expert = get_object_or_404(selectors.expert_list(), pk=pk)
         return Response(ExpertSerializer(expert).data)
 
-    @extend_schema(request=ExpertUpdateSerializer, responses=ExpertSerializer)
+    @extend_schema(request=ExpertUpdateSerializer,
+                   responses={200: ExpertSerializer, **error_responses(400, 401, 403, 404)},
+                   description="Edit the expert's card (its owner).")
     def patch(self, request, pk: int):
         expert = get_object_or_404(Expert, pk=pk)
         data = _valid(ExpertUpdateSerializer, request)
@@ -119,14 +142,18 @@ class VersionListUpload(APIView):
     permission_classes = READ_OR_AUTH
     parser_classes = UPLOAD_PARSERS + [JSONParser]
 
-    @extend_schema(responses=VersionSerializer(many=True))
+    @extend_schema(responses={200: VersionSerializer(many=True), **READ})
     def get(self, request, pk: int):
         expert = get_object_or_404(Expert, pk=pk)
         versions = selectors.versions_visible(user=request.user, expert=expert)
         return Response(VersionSerializer(versions, many=True).data)
 
     @extend_schema(request={"multipart/form-data": VersionUploadSerializer},
-                   responses={201: VersionSerializer})
+                   responses={201: VersionSerializer,
+                              **error_responses(400, 401, 403, 404, 409, 413)},
+                   description="Upload an artifact as a new version (the expert's owner); it is "
+                               "checked at once (400 names the failed check, 409 a duplicate, "
+                               "413 a file over the limit) and validated by a job.")
     def post(self, request, pk: int):
         expert = get_object_or_404(Expert.objects.select_related("domain"), pk=pk)
         data = _valid(VersionUploadSerializer, request)
@@ -141,7 +168,9 @@ class ExpertTrain(APIView):
     parser_classes = UPLOAD_PARSERS
 
     @extend_schema(request={"multipart/form-data": TrainRequestSerializer},
-                   responses={201: VersionSerializer})
+                   responses={201: VersionSerializer, **error_responses(400, 401, 403, 404)},
+                   description="Have the platform train a version on a labeled dataset (the "
+                               "expert's owner).")
     def post(self, request, pk: int):
         expert = get_object_or_404(Expert.objects.select_related("domain"), pk=pk)
         data = _valid(TrainRequestSerializer, request)
@@ -160,7 +189,7 @@ def _version_or_404(request, pk: int, number: int):
 
 
 class VersionDetail(APIView):
-    @extend_schema(responses=VersionSerializer)
+    @extend_schema(responses={200: VersionSerializer, **READ})
     def get(self, request, pk: int, number: int):
         return Response(VersionSerializer(_version_or_404(request, pk, number)).data)
 
@@ -168,7 +197,11 @@ class VersionDetail(APIView):
 class VersionReview(APIView):
     permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(request=ReviewSerializer, responses=VersionSerializer)
+    @extend_schema(request=ReviewSerializer,
+                   responses={200: VersionSerializer, **error_responses(400, 401, 403, 404, 409)},
+                   description="Approve, request changes, reject or retire (maintainers), or "
+                               "comment (maintainers and the owner); 409 when the version's "
+                               "status does not allow the action.")
     def post(self, request, pk: int, number: int):
         version = _version_or_404(request, pk, number)
         data = _valid(ReviewSerializer, request)
@@ -179,8 +212,13 @@ class VersionReview(APIView):
 
 
 class VersionDownload(APIView):
-    @extend_schema(responses={(200, "application/octet-stream"): bytes},
-                   parameters=[OpenApiParameter("file", str, enum=["weights", "manifest"])])
+    @extend_schema(
+        responses={(200, "application/octet-stream"): OpenApiResponse(
+                       OpenApiTypes.BINARY, description="weights.safetensors"),
+                   (200, "application/json"): OpenApiResponse(
+                       OpenApiTypes.OBJECT, description="manifest.json"),
+                   **error_responses(400, 401, 403, 404)},
+        parameters=[OpenApiParameter("file", str, enum=["weights", "manifest"])])
     def get(self, request, pk: int, number: int):
         version = _version_or_404(request, pk, number)
         services.expert_version_download(user=request.user, version=version)
@@ -195,7 +233,12 @@ class VersionDownload(APIView):
 
 class ReviewQueue(generics.ListAPIView):
     serializer_class = VersionSerializer
+    pagination_class = PageNumberPagination
     permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(responses={200: VersionSerializer(many=True), **error_responses(401, 403, 404)})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
         from moecollab_site.roles import is_maintainer
@@ -208,13 +251,20 @@ class ReviewQueue(generics.ListAPIView):
 
 class RequestListCreate(generics.ListAPIView):
     serializer_class = RequestSerializer
+    pagination_class = PageNumberPagination
     permission_classes = READ_OR_AUTH
     parser_classes = UPLOAD_PARSERS + [JSONParser]
 
     def get_queryset(self):
         return selectors.request_list(status=self.request.query_params.get("status"))
 
-    @extend_schema(request=RequestSerializer, responses={201: RequestSerializer})
+    @extend_schema(parameters=[OpenApiParameter("status", str, description="open or closed")],
+                   responses={200: RequestSerializer(many=True), **READ})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=RequestSerializer,
+                   responses={201: RequestSerializer, **error_responses(400, 401)})
     def post(self, request):
         data = _valid(RequestSerializer, request)
         req = services.request_create(user=request.user, **data)
@@ -224,6 +274,10 @@ class RequestListCreate(generics.ListAPIView):
 class RequestDetail(generics.RetrieveAPIView):
     serializer_class = RequestSerializer
 
+    @extend_schema(responses={200: RequestSerializer, **READ})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
     def get_queryset(self):
         return selectors.request_list()
 
@@ -231,7 +285,9 @@ class RequestDetail(generics.RetrieveAPIView):
 class RequestClose(APIView):
     permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(request=None, responses=RequestSerializer)
+    @extend_schema(request=None,
+                   responses={200: RequestSerializer, **error_responses(401, 403, 404)},
+                   description="Close a request (its author or a maintainer).")
     def post(self, request, pk: int):
         req = services.request_close(user=request.user,
                                      request=get_object_or_404(ExpertRequest, pk=pk))
@@ -240,6 +296,11 @@ class RequestClose(APIView):
 
 class DomainLeaderboard(generics.ListAPIView):
     serializer_class = LeaderboardEntrySerializer
+    pagination_class = PageNumberPagination
+
+    @extend_schema(responses={200: LeaderboardEntrySerializer(many=True), **READ})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
         domain = get_object_or_404(Domain, name=self.kwargs["name"])
@@ -248,6 +309,11 @@ class DomainLeaderboard(generics.ListAPIView):
 
 class ContributorLeaderboard(generics.ListAPIView):
     serializer_class = LeaderboardEntrySerializer
+    pagination_class = PageNumberPagination
+
+    @extend_schema(responses={200: LeaderboardEntrySerializer(many=True), **READ})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
         return selectors.leaderboard_contributors()
@@ -255,12 +321,18 @@ class ContributorLeaderboard(generics.ListAPIView):
 
 class NotificationList(generics.ListAPIView):
     serializer_class = NotificationSerializer
+    pagination_class = PageNumberPagination
     permission_classes = [permissions.IsAuthenticated]
 
     def get_queryset(self):
         return selectors.notifications_for(user=self.request.user)
 
-    @extend_schema(request=None, responses={200: NotificationSerializer(many=True)})
+    @extend_schema(responses={200: NotificationSerializer(many=True), **READ})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=None,
+                   responses={200: NotificationPageSerializer, **error_responses(401, 404)})
     def post(self, request):
         """Mark every notification read."""
         services.notifications_mark_read(user=request.user)

@@ -1,6 +1,10 @@
 """Output shapes of the marketplace API, and the input shapes it validates."""
 from __future__ import annotations
 
+from django.core.validators import RegexValidator
+from django.db import models
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from experts.models import (
@@ -14,6 +18,32 @@ from experts.models import (
     Notification,
     ReviewComment,
 )
+from moecollab_site.api import NAME, StrictCharField
+
+
+@extend_schema_field(OpenApiTypes.BINARY)
+class UploadField(serializers.FileField):
+    """A file sent as a multipart part (described as binary, not as a URL, in the schema)."""
+
+
+class DomainNameField(serializers.SlugRelatedField):
+    """A domain given by its name; a JSON number is refused, not looked up as text."""
+
+    def __init__(self, **kwargs):
+        super().__init__(slug_field="name", queryset=Domain.objects.all(), **kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictModelSerializer(serializers.ModelSerializer):
+    """Text columns refuse numbers and booleans in JSON input instead of converting them."""
+
+    serializer_field_mapping = {**serializers.ModelSerializer.serializer_field_mapping,
+                                models.CharField: StrictCharField,
+                                models.TextField: StrictCharField}
 
 
 class DataSplitSerializer(serializers.ModelSerializer):
@@ -31,16 +61,26 @@ class DomainSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "splits", "created_at"]
 
 
+@extend_schema_field({"type": "array", "uniqueItems": True, "minItems": 1, "maxItems": 1000,
+                     "items": {"type": "string", "maxLength": 200,
+                               "pattern": NAME.regex.pattern}})
+class DistinctListField(serializers.ListField):
+    """Labels: a list of distinct, non-blank strings (the service refuses repeats)."""
+
+
 class DomainCreateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=64)
-    description = serializers.CharField(required=False, allow_blank=True, default="")
-    labels = serializers.ListField(child=serializers.CharField(max_length=200), min_length=1,
-                                   max_length=1000)
+    name = StrictCharField(max_length=64, validators=[
+        RegexValidator(r"^[a-z0-9][a-z0-9_-]{0,63}$",
+                       "must be 1-64 lowercase letters, digits, '-' or '_'")],
+        help_text="lowercase letters, digits, '-' or '_'")
+    description = StrictCharField(required=False, allow_blank=True, default="")
+    labels = DistinctListField(child=StrictCharField(max_length=200, validators=[NAME]),
+                               min_length=1, max_length=1000)
 
 
 class SplitUploadSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=DataSplit.Kind.choices)
-    file = serializers.FileField()
+    file = UploadField(help_text="JSONL ({\"text\", \"label\"} per line) or CSV")
     is_private = serializers.BooleanField(required=False, allow_null=True, default=None)
 
 
@@ -76,9 +116,9 @@ class VersionSummarySerializer(serializers.ModelSerializer):
         fields = ["id", "number", "status", "kind", "metrics", "size_bytes", "created_at"]
 
 
-class ExpertSerializer(serializers.ModelSerializer):
+class ExpertSerializer(StrictModelSerializer):
     owner = serializers.CharField(source="owner.username", read_only=True)
-    domain = serializers.SlugRelatedField(slug_field="name", queryset=Domain.objects.all())
+    domain = DomainNameField()
     latest_version = serializers.SerializerMethodField()
 
     class Meta:
@@ -86,6 +126,7 @@ class ExpertSerializer(serializers.ModelSerializer):
         fields = ["id", "owner", "domain", "name", "description", "license", "intended_use",
                   "training_data", "created_at", "latest_version"]
         read_only_fields = ["id", "owner", "created_at", "latest_version"]
+        extra_kwargs = {"name": {"validators": [NAME]}}
 
     def get_latest_version(self, expert) -> dict | None:
         versions = list(expert.versions.all())  # prefetched by the selector
@@ -95,20 +136,20 @@ class ExpertSerializer(serializers.ModelSerializer):
 
 
 class ExpertUpdateSerializer(serializers.Serializer):
-    description = serializers.CharField(required=False, allow_blank=True)
-    license = serializers.CharField(required=False, allow_blank=True, max_length=100)
-    intended_use = serializers.CharField(required=False, allow_blank=True)
-    training_data = serializers.CharField(required=False, allow_blank=True)
+    description = StrictCharField(required=False, allow_blank=True)
+    license = StrictCharField(required=False, allow_blank=True, max_length=100)
+    intended_use = StrictCharField(required=False, allow_blank=True)
+    training_data = StrictCharField(required=False, allow_blank=True)
 
 
 class VersionUploadSerializer(serializers.Serializer):
-    manifest = serializers.FileField()
-    weights = serializers.FileField()
+    manifest = UploadField(help_text="manifest.json of the artifact")
+    weights = UploadField(help_text="weights.safetensors of the artifact")
     answers_request = serializers.IntegerField(required=False, allow_null=True)
 
 
 class TrainRequestSerializer(serializers.Serializer):
-    dataset = serializers.FileField()
+    dataset = UploadField(help_text="labeled JSONL or CSV with the domain's labels")
     kind = serializers.ChoiceField(choices=EXPERT_KIND_CHOICES, default="head")
     epochs = serializers.IntegerField(required=False, allow_null=True, min_value=1,
                                       max_value=100)
@@ -116,21 +157,22 @@ class TrainRequestSerializer(serializers.Serializer):
 
 class ReviewSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=ReviewComment.Action.choices)
-    comment = serializers.CharField(required=False, allow_blank=True, default="")
+    comment = StrictCharField(required=False, allow_blank=True, default="",
+                              help_text="required (not blank) when action is comment")
 
 
-class RequestSerializer(serializers.ModelSerializer):
+class RequestSerializer(StrictModelSerializer):
     author = serializers.CharField(source="author.username", read_only=True)
-    domain = serializers.SlugRelatedField(slug_field="name", queryset=Domain.objects.all(),
-                                          required=False, allow_null=True)
+    domain = DomainNameField(required=False, allow_null=True)
     answers = serializers.SerializerMethodField()
-    dataset = serializers.FileField(required=False, allow_null=True, write_only=True)
+    dataset = UploadField(required=False, allow_null=True, write_only=True)
 
     class Meta:
         model = ExpertRequest
         fields = ["id", "title", "description", "domain", "target_metric", "dataset", "status",
                   "author", "closed_by", "answers", "created_at"]
         read_only_fields = ["id", "status", "author", "closed_by", "answers", "created_at"]
+        extra_kwargs = {"title": {"validators": [NAME]}}
 
     def get_answers(self, req) -> list[dict]:
         return [{"version_id": v.pk, "expert": v.expert_id, "number": v.number,
@@ -138,7 +180,7 @@ class RequestSerializer(serializers.ModelSerializer):
 
 
 class LeaderboardEntrySerializer(serializers.ModelSerializer):
-    contributor = serializers.CharField(source="user.username", default=None)
+    contributor = serializers.CharField(source="user.username", default=None, allow_null=True)
     version = serializers.SerializerMethodField()
 
     class Meta:
@@ -158,3 +200,12 @@ class NotificationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Notification
         fields = ["id", "message", "link", "read", "created_at"]
+
+
+class NotificationPageSerializer(serializers.Serializer):
+    """A page of notifications, as the list answers it."""
+
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = NotificationSerializer(many=True)

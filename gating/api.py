@@ -1,16 +1,16 @@
 """REST endpoints for gating models and predictions."""
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, permissions, status
 from rest_framework.exceptions import NotFound
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from gating import selectors, services, serving
 from gating.serializers import (
-    ErrorSerializer,
     GatingTrainRequestSerializer,
     GatingTrainResponseSerializer,
     GatingVersionDetailSerializer,
@@ -20,16 +20,9 @@ from gating.serializers import (
     PromotionSerializer,
     RollbackResponseSerializer,
 )
-from moecollab_site.api import DomainError
+from moecollab_site.api import DomainError, PageNumberPagination, error_responses
 from moecollab_site.roles import is_maintainer
 from training.serializers import JobSerializer
-
-
-def _errors(*codes: int) -> dict:
-    text = {400: "bad input", 401: "not logged in", 403: "not a maintainer", 404: "not found",
-            409: "conflicts with the current state", 429: "too many requests",
-            503: "no production model"}
-    return {c: OpenApiResponse(ErrorSerializer, description=text[c]) for c in codes}
 
 
 class IsMaintainerForWrites(permissions.BasePermission):
@@ -49,11 +42,20 @@ class GatingListCreate(_ProductionContext, generics.ListAPIView):
     serializer_class = GatingVersionSerializer
     permission_classes = [permissions.IsAuthenticatedOrReadOnly, IsMaintainerForWrites]
 
+    parser_classes = [JSONParser]  # a list of ids and an object of params
+    pagination_class = PageNumberPagination
+
     def get_queryset(self):
         return selectors.gating_version_list()
 
+    @extend_schema(responses={200: GatingVersionSerializer(many=True),
+                              **error_responses(401, 404)})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
     @extend_schema(request=GatingTrainRequestSerializer,
-                   responses={201: GatingTrainResponseSerializer, **_errors(400, 401, 403)},
+                   responses={201: GatingTrainResponseSerializer,
+                              **error_responses(400, 401, 403)},
                    description="Start training a gating model (maintainers). Refused with 400 "
                                "when no approved experts exist, experts are on different "
                                "backbones, a domain has no train split, or params are invalid.")
@@ -72,6 +74,10 @@ class GatingListCreate(_ProductionContext, generics.ListAPIView):
 class GatingDetail(_ProductionContext, generics.RetrieveAPIView):
     serializer_class = GatingVersionDetailSerializer
 
+    @extend_schema(responses={200: GatingVersionDetailSerializer, **error_responses(401, 404)})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
     def get_queryset(self):
         return selectors.gating_version_list()
 
@@ -80,7 +86,7 @@ class GatingPromote(APIView):
     permission_classes = [permissions.IsAuthenticated, IsMaintainerForWrites]
 
     @extend_schema(request=None, responses={201: PromotionSerializer,
-                                            **_errors(401, 403, 404, 409)})
+                                            **error_responses(401, 403, 404, 409)})
     def post(self, request, pk: int):
         version = selectors.gating_version_get(pk=pk)
         if version is None:
@@ -93,7 +99,7 @@ class GatingRollback(APIView):
     permission_classes = [permissions.IsAuthenticated, IsMaintainerForWrites]
 
     @extend_schema(request=None, responses={200: RollbackResponseSerializer,
-                                            **_errors(401, 403, 409)})
+                                            **error_responses(401, 403, 409)})
     def post(self, request):
         restored = services.gating_rollback(user=request.user)
         return Response({"production": PromotionSerializer(restored).data if restored else None})
@@ -102,7 +108,7 @@ class GatingRollback(APIView):
 class GatingProduction(APIView):
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(responses={200: RollbackResponseSerializer})
+    @extend_schema(responses={200: RollbackResponseSerializer, **error_responses(401)})
     def get(self, request):
         current = selectors.production_promotion()
         return Response({"production": PromotionSerializer(current).data if current else None})
@@ -114,9 +120,11 @@ class Predict(APIView):
     permission_classes = [permissions.AllowAny]
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "predict"
+    parser_classes = [JSONParser]
 
     @extend_schema(request=PredictRequestSerializer,
-                   responses={200: PredictResponseSerializer, **_errors(400, 429, 503)},
+                   responses={200: PredictResponseSerializer,
+                              **error_responses(400, 401, 429, 503)},
                    description="Classify texts with the production gating model: per text the "
                                "domain, label, confidence and the routed experts with weights.")
     def post(self, request):

@@ -1,9 +1,13 @@
 """Shapes of the gating API (output only; input is checked by the services)."""
 from __future__ import annotations
 
+from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from gating.models import GatingVersion, Promotion
+from gating.services import TRAIN_PARAMS
+from moecollab_site.api import MAX_ID, NOT_BLANK, StrictIntegerField
 from training.serializers import JobSerializer
 
 
@@ -16,7 +20,8 @@ class MemberSerializer(serializers.Serializer):
 
 class GatingVersionSerializer(serializers.ModelSerializer):
     status = serializers.CharField(source="display_status")
-    trained_by = serializers.CharField(source="trained_by.username", default=None)
+    trained_by = serializers.CharField(source="trained_by.username", default=None,
+                                       allow_null=True)
     experts = serializers.SerializerMethodField()
     summary = serializers.SerializerMethodField()
     in_production = serializers.SerializerMethodField()
@@ -50,15 +55,33 @@ class GatingVersionDetailSerializer(GatingVersionSerializer):
         read_only_fields = fields
 
 
+def _train_params_schema() -> dict:
+    """The hyperparameters a maintainer may set, with the ranges the service enforces."""
+    properties = {}
+    for name, (kind, low, high) in TRAIN_PARAMS.items():
+        if kind is bool:
+            properties[name] = {"type": "boolean"}
+        else:
+            properties[name] = {"type": "integer" if kind is int else "number",
+                                "minimum": low, "maximum": high}
+        if name in ("samples_per_domain", "max_train_per_domain"):
+            properties[name]["nullable"] = True  # null: use every row
+    return {"type": "object", "properties": properties, "additionalProperties": False}
+
+
+@extend_schema_field(_train_params_schema())
+class TrainParamsField(serializers.DictField):
+    """Hyperparameters; the service checks names and ranges and names what is wrong."""
+
+
 class GatingTrainRequestSerializer(serializers.Serializer):
     expert_version_ids = serializers.ListField(
-        child=serializers.IntegerField(), required=False, allow_null=True, default=None,
-        help_text="expert versions to combine, in router order; omitted = all approved")
-    params = serializers.DictField(
-        required=False, default=dict,
-        help_text="top_k, temperature, noise_std, mlp_hidden, lambda_bal, lambda_z, lambda_h, "
-                  "epochs, lr, batch_size, patience, seed, samples_per_domain, "
-                  "max_train_per_domain, compare_unregularized")
+        child=StrictIntegerField(min_value=1, max_value=MAX_ID), required=False,
+        allow_null=True, default=None,
+        help_text="approved expert versions to combine (at least 2, one backbone), in router "
+                  "order; omitted = all approved")
+    params = TrainParamsField(required=False, default=dict,
+                              help_text="omitted ones take the defaults")
 
 
 class GatingTrainResponseSerializer(serializers.Serializer):
@@ -69,8 +92,10 @@ class GatingTrainResponseSerializer(serializers.Serializer):
 class PromotionSerializer(serializers.ModelSerializer):
     version = serializers.IntegerField(source="version.number")
     version_id = serializers.IntegerField()
-    promoted_by = serializers.CharField(source="promoted_by.username", default=None)
-    rolled_back_by = serializers.CharField(source="rolled_back_by.username", default=None)
+    promoted_by = serializers.CharField(source="promoted_by.username", default=None,
+                                        allow_null=True)
+    rolled_back_by = serializers.CharField(source="rolled_back_by.username", default=None,
+                                           allow_null=True)
 
     class Meta:
         model = Promotion
@@ -84,7 +109,11 @@ class RollbackResponseSerializer(serializers.Serializer):
 
 
 class PredictRequestSerializer(serializers.Serializer):
-    texts = serializers.ListField(child=serializers.CharField(), help_text="1..64 texts")
+    texts = serializers.ListField(
+        child=serializers.CharField(max_length=settings.MOECOLLAB_PREDICT_MAX_CHARS,
+                                    validators=[NOT_BLANK]),
+        min_length=1, max_length=settings.MOECOLLAB_PREDICT_MAX_TEXTS,
+        help_text="texts to classify, none of them blank")
 
 
 class RoutedExpertSerializer(serializers.Serializer):
@@ -105,13 +134,3 @@ class PredictResponseSerializer(serializers.Serializer):
     gating_version_id = serializers.IntegerField()
     predictions = PredictionSerializer(many=True)
     ms = serializers.FloatField()
-
-
-class ErrorBodySerializer(serializers.Serializer):
-    code = serializers.CharField()
-    message = serializers.CharField()
-    fields = serializers.DictField(required=False)
-
-
-class ErrorSerializer(serializers.Serializer):
-    error = ErrorBodySerializer()

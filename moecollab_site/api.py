@@ -1,7 +1,9 @@
 """One JSON error shape for the whole API: {"error": {"code", "message", "fields"?}}."""
 from __future__ import annotations
 
-from rest_framework import status
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import pagination, serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -47,3 +49,86 @@ def exception_handler(exc, context):
         error["code"] = "throttled"
     response.data = {"error": error}
     return response
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="machine-readable reason, e.g. invalid, not_found")
+    message = serializers.CharField(help_text="one sentence for a person")
+    fields = serializers.DictField(required=False,
+                                   help_text="per-field messages when the input was invalid")
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorBodySerializer()
+
+
+ERROR_TEXT = {
+    400: "invalid input; the message names what is wrong",
+    401: "not logged in, or a wrong token",
+    403: "logged in, but not allowed to do this",
+    404: "no such object (or page of a list)",
+    409: "conflicts with the current state",
+    413: "upload larger than the limit",
+    415: "unsupported request body type",
+    429: "too many requests; see Retry-After",
+    503: "no production model: no gating model has been promoted yet",
+}
+
+
+def error_responses(*codes: int) -> dict:
+    """OpenAPI responses in the one error shape, for extend_schema(responses={...})."""
+    return {c: OpenApiResponse(ErrorSerializer, description=ERROR_TEXT[c]) for c in codes}
+
+
+# What str.strip() (DRF, the services) removes, spelled out: `\s` does not mean quite the same
+# in the ECMA regexes of the schema as in Python.
+_WHITESPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())
+# Some text that is not whitespace.
+NOT_BLANK = RegexValidator(f"[^{_WHITESPACE}]", "must contain a non-space character")
+# Stored text: never NUL (DRF refuses it, PostgreSQL cannot store it); names also not blank.
+# ("+": an empty string is the schema's other branch for fields that may be blank.)
+NO_NUL = RegexValidator(r"^[^\x00]+$", "must not contain NUL characters")
+NAME = RegexValidator(f"^[^\\x00]*[^{_WHITESPACE}\\x00][^\\x00]*$",
+                      "must contain a non-space character and no NUL")
+# Primary keys are 64-bit; a larger number must be refused, not sent to the database.
+MAX_ID = 2**63 - 1
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses JSON numbers and booleans, and documents its NUL refusal."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if not any(isinstance(v, RegexValidator) for v in self.validators):
+            self.validators.append(NO_NUL)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """An IntegerField that refuses "12", 12.0 and true: JSON bodies send real integers."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class PageNumberPagination(pagination.PageNumberPagination):
+    """DRF's pages, but `?page=` and `?page=last` are invalid (404): the schema says integer."""
+
+    last_page_strings = ()
+
+    def get_page_number(self, request, paginator):
+        number = request.query_params.get(self.page_query_param)
+        return 1 if number is None else number
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_query_param:
+                parameter["schema"]["minimum"] = 1
+        return parameters

@@ -9,6 +9,8 @@ from experts import views as expert_views
 from moecollab_site import views
 from moecollab_site.health import healthz
 
+handler404 = "moecollab_site.views.page_not_found"  # JSON under /api/
+
 api_v1 = [
     path("auth/token/", views.ObtainTokenView.as_view(), name="api-token"),
     path("", include("training.api_urls")),

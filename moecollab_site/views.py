@@ -7,12 +7,15 @@ from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
 from django.contrib.auth.views import LoginView
 from django.core.cache import cache
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
+from django.views import defaults
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.throttling import ScopedRateThrottle
 
+from moecollab_site.api import error_responses
 from moecollab_site.roles import CONTRIBUTOR, user_add_role
 from training.selectors import job_list, workers_alive
 
@@ -52,11 +55,13 @@ class ObtainTokenView(ObtainAuthToken):
     throttle_scope = "auth"
 
     @extend_schema(
+        auth=[],  # this is how a client without a token gets one
         request=inline_serializer(
             "TokenRequest",
             {"username": serializers.CharField(), "password": serializers.CharField()},
         ),
-        responses=inline_serializer("TokenResponse", {"token": serializers.CharField()}),
+        responses={200: inline_serializer("TokenResponse", {"token": serializers.CharField()}),
+                   **error_responses(400, 429)},
     )
     def post(self, request, *args, **kwargs):
         return super().post(request, *args, **kwargs)
@@ -90,3 +95,12 @@ class ThrottledLoginView(LoginView):
         cache.add(key, 0, timeout=self._limit()[1])
         cache.incr(key)
         return super().form_invalid(form)
+
+
+def page_not_found(request, exception):
+    """404 in the API's JSON error shape under /api/, the site's page everywhere else."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"code": "not_found",
+                                       "message": f"no such API endpoint: {request.path}"}},
+                            status=404)
+    return defaults.page_not_found(request, exception)

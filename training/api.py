@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, permissions, status
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from moecollab_site.api import PageNumberPagination, error_responses
 from moecollab_site.roles import is_maintainer
 from training import selectors, services
 from training.models import Job
@@ -25,6 +27,8 @@ class IsMaintainerForWrites(permissions.BasePermission):
 class JobListCreate(generics.ListAPIView):
     serializer_class = JobSerializer
     permission_classes = [permissions.IsAuthenticatedOrReadOnly, IsMaintainerForWrites]
+    parser_classes = [JSONParser]  # params are an object
+    pagination_class = PageNumberPagination
 
     def get_queryset(self):
         return selectors.job_list(
@@ -32,7 +36,16 @@ class JobListCreate(generics.ListAPIView):
             kind=self.request.query_params.get("kind"),
         )
 
-    @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer})
+    @extend_schema(parameters=[
+        OpenApiParameter("status", str, description="only jobs with this status"),
+        OpenApiParameter("kind", str, description="only jobs of this kind"),
+    ], responses={200: JobSerializer(many=True), **error_responses(401, 404)})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=JobCreateSerializer,
+                   responses={201: JobSerializer, **error_responses(400, 401, 403)},
+                   description="Start a job (maintainers).")
     def post(self, request):
         data = JobCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -47,11 +60,17 @@ class JobDetail(generics.RetrieveAPIView):
     serializer_class = JobSerializer
     queryset = Job.objects.select_related("created_by")
 
+    @extend_schema(responses={200: JobSerializer, **error_responses(401, 404)})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
 
 class JobCancel(APIView):
     permission_classes = [permissions.IsAuthenticated, IsMaintainerForWrites]
 
-    @extend_schema(request=None, responses={200: JobSerializer})
+    @extend_schema(request=None,
+                   responses={200: JobSerializer, **error_responses(401, 403, 404, 409)},
+                   description="Ask a job to stop (maintainers); 409 when it has finished.")
     def post(self, request, pk: int):
         job = services.job_cancel(job=get_object_or_404(Job, pk=pk))
         return Response(JobSerializer(job).data)

@@ -6,7 +6,8 @@ from training.models import Job
 
 
 class JobSerializer(serializers.ModelSerializer):
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None,
+                                       allow_null=True, read_only=True)
     progress = serializers.FloatField(source="progress_fraction", read_only=True)
 
     class Meta:
