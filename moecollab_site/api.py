@@ -132,3 +132,20 @@ class PageNumberPagination(pagination.PageNumberPagination):
             if parameter["name"] == self.page_query_param:
                 parameter["schema"]["minimum"] = 1
         return parameters
+
+
+def document_bad_query_strings(result, generator, request, public):
+    """drf-spectacular hook: any operation can be sent a malformed URL, so each documents 400.
+
+    RejectNulMiddleware answers 400 to a NUL character anywhere in the path or query string,
+    whatever the endpoint; the schema says so instead of pretending only bodies can be bad.
+    """
+    error_400 = {
+        "description": ERROR_TEXT[400],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    for operations in result.get("paths", {}).values():
+        for method, operation in operations.items():
+            if method in {"get", "post", "put", "patch", "delete"}:
+                operation.setdefault("responses", {}).setdefault("400", error_400)
+    return result

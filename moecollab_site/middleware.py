@@ -56,3 +56,27 @@ class DatabaseUnavailableMiddleware:
                                     status=503)
         response["Retry-After"] = str(RETRY_AFTER_S)
         return response
+
+
+class RejectNulMiddleware:
+    """A NUL character in the path or query string is refused with 400 before any view runs.
+
+    No identifier or filter of the platform can contain one, and PostgreSQL cannot even compare
+    text with it (the driver raises instead of matching nothing).
+    """
+
+    MESSAGE = "the URL contains a NUL character (%00), which no parameter may contain"
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "\x00" in request.path or any(
+            "\x00" in key or any("\x00" in v for v in values)
+            for key, values in request.GET.lists()
+        ):
+            if _wants_json(request):
+                return JsonResponse({"error": {"code": "invalid", "message": self.MESSAGE}},
+                                    status=400)
+            return HttpResponse(self.MESSAGE, status=400, content_type="text/plain")
+        return self.get_response(request)

@@ -24,6 +24,14 @@ class JobSerializer(serializers.ModelSerializer):
 JOB_CREATE_KINDS = [(Job.Kind.SELF_CHECK.value, Job.Kind.SELF_CHECK.label)]
 
 
+class SelfCheckParamsSerializer(serializers.Serializer):
+    device = serializers.ChoiceField(choices=["auto", "cpu", "cuda"], required=False,
+                                     help_text="where the worker loads the backbone")
+
+
+
 class JobCreateSerializer(serializers.Serializer):
+    """Only known, typed parameters reach the Job row; unknown keys are dropped, not stored."""
+
     kind = serializers.ChoiceField(choices=JOB_CREATE_KINDS)
-    params = serializers.DictField(required=False, default=dict)
+    params = SelfCheckParamsSerializer(required=False, default=dict)

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from kombu import pools as kombu_pools
 
 from moecollab_site.celery import app as celery_app
 from tests.faults.servers import PrivateRedis
@@ -21,8 +22,12 @@ pytestmark = pytest.mark.worker
 
 
 def _reset_producer_pool() -> None:
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
+    """Forget every pooled broker connection, so the next send connects to the current URL.
+
+    kombu keeps connection and producer pools in process-wide registries keyed by connection;
+    closing only the app's pool would leave a closed pool registered for the next test to hit.
+    """
+    kombu_pools.reset()
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
 

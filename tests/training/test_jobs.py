@@ -174,3 +174,24 @@ def test_it_fails_the_job_when_the_pool_process_running_it_dies(db):
     job.refresh_from_db()
     assert job.status == Job.Status.FAILED
     assert "signal 9" in job.error
+
+
+def test_it_stores_only_known_typed_job_parameters(db, maintainer, monkeypatch):
+    monkeypatch.setattr(services, "job_dispatch", lambda *, job: None)
+    client = api_client_for(maintainer)
+    weird = client.post("/api/v1/jobs/",
+                        {"kind": "self_check", "params": {"x\u0000": [None], "device": "cpu"}},
+                        format="json")
+    assert weird.status_code == 201
+    assert Job.objects.get().params == {"device": "cpu"}
+    bad = client.post("/api/v1/jobs/", {"kind": "self_check", "params": {"device": "tpu"}},
+                      format="json")
+    assert bad.status_code == 400 and "device" in bad.json()["error"]["message"]
+    assert Job.objects.count() == 1
+
+
+def test_it_refuses_a_nul_character_in_the_url(db, client):
+    api = client.get("/api/v1/experts/?q=a%00b")
+    assert api.status_code == 400 and "NUL" in api.json()["error"]["message"]
+    assert client.get("/experts/?q=%00").status_code == 400
+    assert client.get("/api/v1/experts/?q=ab").status_code == 200
