@@ -157,8 +157,8 @@ def train(request):
     except DomainError as exc:
         messages.error(request, exc.message)
         return redirect("gating-index")
-    messages.success(request, f"Training gating v{job.params['gating_version_id']} "
-                              f"(job {job.pk}) queued.")
+    version = GatingVersion.objects.get(pk=job.params["gating_version_id"])
+    messages.success(request, f"Training gating v{version.number} (job {job.pk}) queued.")
     return redirect("job-detail", pk=job.pk)
 
 

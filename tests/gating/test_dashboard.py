@@ -95,9 +95,13 @@ def test_it_shows_production_and_the_jobs_overview_on_the_index(client, owner, m
 def test_it_lets_a_maintainer_start_training_from_the_form(client, owner, maintainer):
     for d in ("news", "spam"):
         make_version(owner=owner, domain=make_domain(d))
+    # A deleted version leaves the primary key ahead of the version number.
+    GatingVersion.objects.create(number=99).delete()
     client.force_login(maintainer)
     response = client.post("/gating/train/", {"top_k": "2", "epochs": "3"})
     job = Job.objects.get(kind=Job.Kind.TRAIN_GATING)
+    flashed = [str(m) for m in response.wsgi_request._messages]
+    assert flashed == [f"Training gating v1 (job {job.pk}) queued."]
     assert response.status_code == 302 and response.url == f"/jobs/{job.pk}/"
     assert GatingVersion.objects.get().params == {"top_k": 2, "epochs": 3}
     response = client.post("/gating/train/", {"top_k": "9"}, follow=True)
