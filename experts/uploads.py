@@ -43,12 +43,11 @@ class UploadRejected(ValueError):
 
 @lru_cache(maxsize=1)
 def platform_backbone() -> dict:
-    """Name and fingerprint of the backbone this platform runs (loaded once per process)."""
-    from experts.ml.backbone import BackboneConfig, load_backbone
+    """Name and fingerprint of the backbone this platform runs (read once per process; the web
+    process never needs the encoder's weights in memory for it)."""
+    from experts.ml.backbone import describe_backbone
 
-    backbone = load_backbone(BackboneConfig(device="cpu"))
-    return {"name": backbone.name, "fingerprint": backbone.fingerprint,
-            "num_layers": backbone.num_layers, "hidden_size": backbone.hidden_size}
+    return describe_backbone()
 
 
 def _size(n: int) -> str:

@@ -14,10 +14,13 @@ def self_check(job: Job, ctx: JobContext) -> dict:
     import torch
 
     from experts.ml.backbone import BackboneConfig, load_backbone
+    from experts.runtime import worker_backbone
 
     ctx.progress(0, 3, "loading backbone")
     started = time.perf_counter()
-    backbone = load_backbone(BackboneConfig(device=job.params.get("device", "auto")))
+    # The worker's own backbone (loaded once per process) unless another device is asked for.
+    device = job.params.get("device")
+    backbone = (load_backbone(BackboneConfig(device=device)) if device else worker_backbone())
     ctx.check_stop()
     ctx.progress(1, 3, "encoding sample texts")
     texts = ["The match ended in a draw.", "Shares rose after the earnings call.", "Win a prize!"]

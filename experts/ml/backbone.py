@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PretrainedConfig
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 from transformers.masking_utils import create_bidirectional_mask
 
 logger = logging.getLogger(__name__)
@@ -218,6 +218,21 @@ def load_backbone(cfg: BackboneConfig | None = None) -> Backbone:
         backbone.num_layers, backbone.hidden_size, device, time.perf_counter() - t0,
     )
     return backbone
+
+
+def describe_backbone(cfg: BackboneConfig | None = None) -> dict:
+    """Name, fingerprint, layers and width of a backbone from its files, without its weights
+    in memory: what a process that only compares fingerprints needs."""
+    cfg = cfg or BackboneConfig()
+    folder = Path(cfg.path) if cfg.path else packaged_model_path()
+    hf_config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    return {
+        "name": _display_name(cfg, folder, hf_config),
+        "fingerprint": _fingerprint_folder(folder, tokenizer.get_vocab()),
+        "num_layers": hf_config.num_hidden_layers,
+        "hidden_size": hf_config.hidden_size,
+    }
 
 
 def plain_forward_throughput(
