@@ -3,10 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
-import struct
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +14,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
+from experts.ml.common import atomic_write_bytes
 from experts.ml.manifest import (
     ALLOWED_DTYPES,
     FORMAT_VERSION,
@@ -26,6 +23,7 @@ from experts.ml.manifest import (
     validate_manifest,
 )
 from experts.ml.modules import TrunkBatch, build_expert
+from experts.ml.safetensors_header import HeaderError, TensorInfo, parse_safetensors_header
 
 if TYPE_CHECKING:
     from experts.ml.backbone import Backbone
@@ -37,12 +35,6 @@ WEIGHTS_NAME = "weights.safetensors"
 MiB = 1024 * 1024
 DEFAULT_MAX_BYTES = 200 * MiB  # weights file cap
 MAX_MANIFEST_BYTES = 1 * MiB
-MAX_HEADER_BYTES = 1 * MiB  # safetensors JSON header cap; real experts need a few KiB
-# Byte size of every dtype safetensors defines, so offsets can be checked before dtypes.
-_DTYPE_SIZES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
-    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
-}
 
 
 class ArtifactError(ValueError):
@@ -56,87 +48,6 @@ class Check:
     name: str
     ok: bool
     message: str
-
-
-@dataclass
-class TensorInfo:
-    """One entry of a safetensors header."""
-
-    dtype: str
-    shape: list[int]
-    begin: int  # offset into the data section
-    end: int
-
-
-def parse_safetensors_header(
-    data: bytes, *, max_header: int = MAX_HEADER_BYTES
-) -> dict[str, TensorInfo]:
-    """Validate a safetensors file's layout from its raw bytes without deserialising any tensor."""
-    size = len(data)
-    if size < 8:
-        raise ArtifactError(f"truncated file: {size} bytes, too short for the 8-byte header length")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > max_header:
-        raise ArtifactError(f"oversized header: {n} bytes declared, the limit is {max_header}")
-    if n > size - 8:
-        raise ArtifactError(f"oversized header: {n} bytes declared but the file holds {size} bytes")
-    try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"safetensors header is not valid JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise ArtifactError("safetensors header must be a JSON object")
-    meta = header.pop("__metadata__", None)
-    if meta is not None and not (
-        isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())
-    ):
-        raise ArtifactError("safetensors __metadata__ must map strings to strings")
-    data_len = size - 8 - n
-    infos: dict[str, TensorInfo] = {}
-    for name, entry in header.items():
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-            raise ArtifactError(
-                f"tensor {name!r}: header entry needs exactly dtype, shape, data_offsets"
-            )
-        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in _DTYPE_SIZES:
-            raise ArtifactError(f"tensor {name!r} has unknown dtype {dtype!r}")
-        if dtype not in ALLOWED_DTYPES:
-            raise ArtifactError(
-                f"tensor {name!r} has dtype {dtype}; allowed dtypes: {', '.join(ALLOWED_DTYPES)}"
-            )
-        ints = lambda xs: isinstance(xs, list) and all(  # noqa: E731
-            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in xs
-        )
-        if not ints(shape):
-            raise ArtifactError(f"tensor {name!r} has an invalid shape {shape!r}")
-        if not ints(offsets) or len(offsets) != 2 or offsets[0] > offsets[1]:
-            raise ArtifactError(f"tensor {name!r} has invalid data offsets {offsets!r}")
-        begin, end = offsets
-        if end > data_len:
-            raise ArtifactError(
-                f"truncated file: tensor {name!r} ends at data byte {end} but the data section "
-                f"holds {data_len} bytes (out-of-range offsets)"
-            )
-        need = math.prod(shape) * _DTYPE_SIZES[dtype]
-        if end - begin != need:
-            raise ArtifactError(
-                f"tensor {name!r}: data offsets span {end - begin} bytes, "
-                f"dtype {dtype} and shape {shape} need {need}"
-            )
-        infos[name] = TensorInfo(dtype, list(shape), begin, end)
-    spans = sorted(infos.items(), key=lambda kv: (kv[1].begin, kv[1].end))
-    for (prev, a), (name, b) in zip(spans, spans[1:], strict=False):
-        if b.begin < a.end:
-            raise ArtifactError(f"tensors {prev!r} and {name!r} have overlapping data offsets")
-    cursor = 0
-    for name, info in spans:  # no overlaps now, so any mismatch is unused bytes
-        if info.begin > cursor:
-            raise ArtifactError(f"gap of {info.begin - cursor} unused bytes before tensor {name!r}")
-        cursor = info.end
-    if cursor != data_len:
-        raise ArtifactError(f"{data_len - cursor} unexpected bytes after the last tensor")
-    return infos
 
 
 def _expected_tensors(manifest: dict) -> dict[str, list[int]]:
@@ -245,7 +156,10 @@ class _Inspection:
         return f"matches platform backbone {fp[:12]}…"
 
     def check_header(self) -> str:
-        self.infos = parse_safetensors_header(self.weights_bytes)
+        try:
+            self.infos = parse_safetensors_header(self.weights_bytes, allowed=ALLOWED_DTYPES)
+        except HeaderError as exc:
+            raise ArtifactError(str(exc)) from None
         return f"{len(self.infos)} tensors, layout valid"
 
     def check_names(self) -> str:
@@ -373,11 +287,6 @@ def save_expert(
         MANIFEST_NAME: (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8"),
     }
     for name, payload in payloads.items():  # weights first: a manifest never points at nothing
-        tmp = out / f".tmp-{uuid.uuid4().hex}-{name}"
-        try:
-            tmp.write_bytes(payload)
-            os.replace(tmp, out / name)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write_bytes(out / name, payload)
     logger.info("saved %s expert for %s to %s", manifest["kind"], manifest["domain"], out)
     return out

@@ -5,9 +5,8 @@ import copy
 import hashlib
 import json
 import logging
-import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +15,9 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 from transformers.masking_utils import create_bidirectional_mask
+
+from experts.ml.safetensors_header import read_header
+from experts.ml.trunk import LayeredBatch, TrunkSet, TrunkSpec, mean_pool
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +53,6 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real tokens, in float32 so fp16 states do not lose precision in the sum."""
-    m = mask.to(torch.float32).unsqueeze(-1)  # (B, T, 1)
-    summed = (hidden.to(torch.float32) * m).sum(dim=1)  # (B, H)
-    return summed / m.sum(dim=1).clamp(min=1.0)
-
-
 def run_encoder_layers(
     layers: Sequence[nn.Module], hf_config: PretrainedConfig, hidden: torch.Tensor,
     mask: torch.Tensor,
@@ -84,8 +79,8 @@ def _fingerprint_folder(folder: Path, tokenizer_vocab: dict[str, int]) -> str:
         raise FileNotFoundError(f"no *.safetensors weights in {folder}")
     for file in files:
         with file.open("rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(n))
+            # Backbone weight files carry large headers (hundreds of tensors): a generous cap.
+            header, n = read_header(f.read, file.stat().st_size, max_header=64 * 1024 * 1024)
             header.pop("__metadata__", None)
             base = 8 + n
             # Hash tensor by tensor in name order so re-saving with another layout keeps the hash.
@@ -155,6 +150,61 @@ class Backbone:
         hidden = hidden.to(device=self.device, dtype=self.dtype)
         return run_encoder_layers(self.layers[start:end], self.hf_config, hidden, mask)
 
+    def encode_batches(
+        self, texts: Sequence[str], spec: TrunkSpec, *, batch_size: int | None = None,
+    ) -> Iterator[tuple[list[int], LayeredBatch]]:
+        """Run the trunk on length-bucketed batches: (input positions, LayeredBatch) each.
+
+        The backbone runs once per batch up to spec.depth; the batch holds float32 pooled
+        states of every layer in spec.all_pooled and token states of spec.tokens (backbone
+        dtype, on the backbone's device). Sorted batches carry almost no padding.
+        """
+        depth = spec.depth
+        if not 0 <= depth <= self.num_layers:
+            raise ValueError(f"layer must be in 0..{self.num_layers}, got {depth}")
+        ids = self.tokenize(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]), reverse=True)
+        bs = batch_size or self.cfg.batch_size
+        pooled_layers, token_layers = set(spec.all_pooled), set(spec.tokens)
+        with torch.inference_mode():
+            for b in range(0, len(order), bs):
+                idx = order[b : b + bs]
+                input_ids, mask = self.pad([ids[i] for i in idx])
+                hidden = self.embed_tokens(input_ids, mask)  # (B, T, H)
+                pooled, states = {}, {}
+                for layer in range(depth + 1):
+                    if layer > 0:
+                        hidden = self.run_layers(hidden, mask, layer - 1, layer)
+                    if layer in pooled_layers:
+                        pooled[layer] = mean_pool(hidden, mask)  # (B, H)
+                    if layer in token_layers:
+                        states[layer] = hidden
+                yield idx, LayeredBatch(pooled=pooled, hidden=states,
+                                        mask=mask if states else None)
+
+    def encode_set(
+        self, texts: Sequence[str], spec: TrunkSpec,
+        on_batch: Callable[[int, int], None] | None = None,
+    ) -> TrunkSet:
+        """The TrunkSet of `texts`: float32 pooled states and per-text fp16 token states, on CPU."""
+        n = len(texts)
+        pooled = {k: torch.empty((n, self.hidden_size), dtype=torch.float32)
+                  for k in spec.all_pooled}
+        tokens: dict[int, list] = {k: [None] * n for k in spec.tokens}
+        done = 0
+        for idx, batch in self.encode_batches(texts, spec):
+            lengths = batch.mask.sum(dim=1).tolist() if batch.mask is not None else []
+            for layer, values in batch.pooled.items():
+                pooled[layer][idx] = values.cpu()
+            for layer, states in batch.hidden.items():
+                states = states.to(torch.float16).cpu()
+                for j, i in enumerate(idx):
+                    tokens[layer][i] = states[j, : lengths[j]].clone()
+            done += len(idx)
+            if on_batch is not None:
+                on_batch(done, n)
+        return TrunkSet(pooled=pooled, tokens=tokens)
+
     def encode(
         self, texts: Sequence[str], *, layer: int, tokens: bool = False,
         on_batch: Callable[[int, int], None] | None = None,
@@ -162,29 +212,9 @@ class Backbone:
         """Mean-pooled (N, H) float32 CPU states of `layer`; tokens=True adds (T_i, H) fp16 ones."""
         if not 0 <= layer <= self.num_layers:
             raise ValueError(f"layer must be in 0..{self.num_layers}, got {layer}")
-        n = len(texts)
-        pooled = torch.empty((n, self.hidden_size), dtype=torch.float32)
-        token_states: list[torch.Tensor | None] = [None] * n
-        if n == 0:
-            return (pooled, []) if tokens else pooled
-        ids = self.tokenize(texts)
-        # Length bucketing: sorted batches carry almost no padding; `order` restores input order.
-        order = sorted(range(n), key=lambda i: len(ids[i]), reverse=True)
-        bs = self.cfg.batch_size
-        with torch.inference_mode():
-            for b in range(0, n, bs):
-                idx = order[b : b + bs]
-                input_ids, mask = self.pad([ids[i] for i in idx])
-                hidden = self.embed_tokens(input_ids, mask)  # (B, T, H)
-                hidden = self.run_layers(hidden, mask, 0, layer)
-                pooled[idx] = mean_pool(hidden, mask).cpu()
-                if tokens:
-                    states = hidden.to(torch.float16).cpu()
-                    for j, i in enumerate(idx):
-                        token_states[i] = states[j, : len(ids[i])].clone()
-                if on_batch is not None:
-                    on_batch(min(b + bs, n), n)
-        return (pooled, token_states) if tokens else pooled  # type: ignore[return-value]
+        spec = TrunkSpec.of(pooled=[layer], tokens=[layer] if tokens else [])
+        out = self.encode_set(texts, spec, on_batch=on_batch)
+        return (out.pooled[layer], out.tokens[layer]) if tokens else out.pooled[layer]
 
     def copy_layers(self, start: int, end: int) -> nn.ModuleList:
         """Trainable float32 deep copies of encoder layers [start, end) for branch experts."""

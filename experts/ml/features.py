@@ -6,19 +6,20 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from experts.ml.backbone import Backbone
+from experts.ml.common import ProgressFn, atomic_write_bytes
+from experts.ml.trunk import TrunkSet, TrunkSpec
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int, str], None]
 _HASH_BYTES = 32  # sha256 digest length
 _SHARD_GLOB = "shard-*.safetensors"  # temp files start with ".tmp-" and never match
 
@@ -34,16 +35,9 @@ def _split_hashes(hashes: torch.Tensor) -> list[bytes]:
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], folder: Path) -> Path:
-    """Write a new uniquely named shard: temp file in the same folder, then os.replace."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write a new uniquely named shard (temp files start with ".tmp-" and never match)."""
     name = f"shard-{time.time_ns():x}-{os.getpid()}-{uuid.uuid4().hex[:12]}.safetensors"
-    tmp = folder / f".tmp-{name}"
-    try:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, folder / name)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return folder / name
+    return atomic_write_bytes(folder / name, save(tensors, metadata={"format": "pt"}))
 
 
 @dataclass
@@ -118,52 +112,73 @@ class FeatureCache:
                 index.rows.setdefault(digest, (sid, row))
         return index
 
-    def _missing(self, digests: list[bytes], texts: Sequence[str], known: dict) -> list[str]:
-        seen: set[bytes] = set()
-        out = []
-        for digest, text in zip(digests, texts, strict=True):
-            if digest not in known and digest not in seen:
-                seen.add(digest)
-                out.append(text)
-        return out
-
     def _encode_missing(
-        self, texts: list[str], *, layer: int, tokens: bool, on_progress: ProgressFn | None
+        self, texts: list[str], spec: TrunkSpec, on_progress: ProgressFn | None
     ) -> None:
+        """Encode `texts` once up to spec.depth and write a shard for every requested layer."""
         total = len(texts)
-        logger.info("encoding %d uncached texts at layer %d", total, layer)
+        logger.info("encoding %d uncached texts (pooled %s, tokens %s)", total,
+                    list(spec.pooled), list(spec.tokens))
         for start in range(0, total, self.shard_size):
             chunk = texts[start : start + self.shard_size]
             hashes = torch.frombuffer(
                 bytearray(b"".join(text_hash(t) for t in chunk)), dtype=torch.uint8
             ).view(len(chunk), _HASH_BYTES)
-            if tokens:
-                pooled, states = self.backbone.encode(chunk, layer=layer, tokens=True)
+            encoded = self.backbone.encode_set(chunk, spec)
+            for layer, states in encoded.tokens.items():
                 lengths = torch.tensor([0] + [s.shape[0] for s in states], dtype=torch.int64)
                 _atomic_save(
                     {"hashes": hashes, "offsets": lengths.cumsum(0), "states": torch.cat(states)},
                     self._dir(layer, "tokens"),
                 )
-            else:
-                pooled = self.backbone.encode(chunk, layer=layer)
-            _atomic_save({"hashes": hashes, "pooled": pooled}, self._dir(layer, "pooled"))
+            for layer in spec.pooled:
+                _atomic_save({"hashes": hashes, "pooled": encoded.pooled[layer]},
+                             self._dir(layer, "pooled"))
             self.encoded_count += len(chunk)
             if on_progress is not None:
-                on_progress(min(start + len(chunk), total), total, f"encoded texts (layer {layer})")
+                on_progress(min(start + len(chunk), total), total, "encoded texts")
+
+    def load(
+        self, texts: Sequence[str], spec: TrunkSpec, *, on_progress: ProgressFn | None = None
+    ) -> TrunkSet:
+        """The TrunkSet of `texts` for `spec`, encoding what is missing in one backbone pass."""
+        spec = TrunkSpec.of(pooled=spec.all_pooled, tokens=spec.tokens)
+        digests = [text_hash(t) for t in texts]
+        missing: dict[bytes, str] = {}
+        for layer in spec.pooled:
+            index = self._pooled.get(layer) or self._refresh_pooled(layer)
+            if any(d not in index.rows for d in digests):
+                index = self._refresh_pooled(layer)  # another process may have written them
+                missing.update((d, t) for d, t in zip(digests, texts, strict=True)
+                               if d not in index.rows)
+        for layer in spec.tokens:
+            index = self._tokens.get(layer) or self._refresh_tokens(layer)
+            if any(d not in index.rows for d in digests):
+                index = self._refresh_tokens(layer)
+                missing.update((d, t) for d, t in zip(digests, texts, strict=True)
+                               if d not in index.rows)
+        if missing:
+            self._encode_missing(list(missing.values()), spec, on_progress)
+        return TrunkSet(
+            pooled={layer: self._read_pooled(digests, layer) for layer in spec.pooled},
+            tokens={layer: self._read_tokens(digests, layer) for layer in spec.tokens},
+        )
 
     def pooled(
         self, texts: Sequence[str], *, layer: int, on_progress: ProgressFn | None = None
     ) -> torch.Tensor:
         """(N, H) float32 mean-pooled states of `layer`, encoding only texts not cached yet."""
-        digests = [text_hash(t) for t in texts]
-        index = self._pooled.get(layer) or self._refresh_pooled(layer)
-        if any(d not in index.rows for d in digests):
-            index = self._refresh_pooled(layer)  # another process may have written them
-            missing = self._missing(digests, texts, index.rows)
-            if missing:
-                self._encode_missing(missing, layer=layer, tokens=False, on_progress=on_progress)
-                index = self._refresh_pooled(layer)
-        out = torch.empty((len(texts), self.backbone.hidden_size), dtype=torch.float32)
+        return self.load(texts, TrunkSpec.of(pooled=[layer]), on_progress=on_progress).pooled[layer]
+
+    def tokens(
+        self, texts: Sequence[str], *, layer: int, on_progress: ProgressFn | None = None
+    ) -> list[torch.Tensor]:
+        """Per-text (T_i, H) fp16 token states of `layer`, encoding only texts not cached yet."""
+        return self.load(texts, TrunkSpec.of(tokens=[layer]), on_progress=on_progress).tokens[layer]
+
+    def _read_pooled(self, digests: list[bytes], layer: int) -> torch.Tensor:
+        index = self._refresh_pooled(layer)
+        out = torch.empty((len(digests), self.backbone.hidden_size), dtype=torch.float32)
         by_shard: dict[int, tuple[list[int], list[int]]] = {}
         for pos, digest in enumerate(digests):
             sid, row = index.rows[digest]
@@ -174,19 +189,9 @@ class FeatureCache:
             out[torch.tensor(positions)] = index.shards[sid][torch.tensor(rows)]
         return out
 
-    def tokens(
-        self, texts: Sequence[str], *, layer: int, on_progress: ProgressFn | None = None
-    ) -> list[torch.Tensor]:
-        """Per-text (T_i, H) fp16 token states of `layer`, encoding only texts not cached yet."""
-        digests = [text_hash(t) for t in texts]
-        index = self._tokens.get(layer) or self._refresh_tokens(layer)
-        if any(d not in index.rows for d in digests):
-            index = self._refresh_tokens(layer)
-            missing = self._missing(digests, texts, index.rows)
-            if missing:
-                self._encode_missing(missing, layer=layer, tokens=True, on_progress=on_progress)
-                index = self._refresh_tokens(layer)
-        out: list[torch.Tensor | None] = [None] * len(texts)
+    def _read_tokens(self, digests: list[bytes], layer: int) -> list[torch.Tensor]:
+        index = self._refresh_tokens(layer)
+        out: list[torch.Tensor | None] = [None] * len(digests)
         by_shard: dict[int, list[tuple[int, int]]] = {}
         for pos, digest in enumerate(digests):
             sid, row = index.rows[digest]

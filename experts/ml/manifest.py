@@ -10,12 +10,13 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from experts.ml.modules import EXPERT_KINDS, LAYER_CLASSES, LAYER_CONFIG_KEYS, ExpertConfig
+from experts.ml.safetensors_header import FLOAT_DTYPES
 
 if TYPE_CHECKING:
     from experts.ml.backbone import Backbone
 
 FORMAT_VERSION = 1
-ALLOWED_DTYPES = ("F32", "F16", "BF16")  # floating weights only: nothing else has a use here
+ALLOWED_DTYPES = FLOAT_DTYPES  # floating weights only: nothing else has a use here
 _TORCH_TO_ST = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 MAX_LABELS = 1000
 MAX_TEXT = 10_000  # characters in free-text fields (description)

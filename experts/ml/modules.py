@@ -1,7 +1,6 @@
 """Expert modules: an MLP head on the pooled trunk, or fine-tuned top backbone layers + a head."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -11,7 +10,8 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.models.bert.modeling_bert import BertLayer
 from transformers.models.roberta.modeling_roberta import RobertaLayer
 
-from experts.ml.backbone import mean_pool, run_encoder_layers
+from experts.ml.backbone import run_encoder_layers
+from experts.ml.trunk import TrunkBatch, mean_pool
 
 if TYPE_CHECKING:
     from experts.ml.backbone import Backbone
@@ -23,15 +23,6 @@ LAYER_CONFIG_KEYS = (
     "model_type", "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act",
     "layer_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob",
 )
-
-
-@dataclass
-class TrunkBatch:
-    """What the shared trunk hands to experts and the router for one batch."""
-
-    pooled: torch.Tensor  # (B, H) mean-pooled trunk output, what heads and the router read
-    hidden: torch.Tensor | None = None  # (B, T, H) token states at the split layer (branch only)
-    mask: torch.Tensor | None = None  # (B, T) 1 = real token, 0 = padding
 
 
 @dataclass
@@ -140,19 +131,3 @@ def build_expert(cfg: ExpertConfig, backbone: Backbone | None = None) -> HeadExp
     layer_cls = LAYER_CLASSES[cfg.layer_config["model_type"]]
     layers = nn.ModuleList(layer_cls(hf_config, layer_idx=i) for i in range(cfg.n_branch_layers))
     return BranchExpert(cfg, layers, hf_config)
-
-
-def collate_trunk(
-    items: Sequence[torch.Tensor], *, pooled: torch.Tensor | None = None,
-    device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
-) -> TrunkBatch:
-    """Right-pad per-text (T_i, H) token states into a TrunkBatch; pooled defaults to their mean."""
-    width = max(t.shape[0] for t in items)
-    hidden = items[0].new_zeros((len(items), width, items[0].shape[1]), dtype=dtype)  # (B, T, H)
-    mask = torch.zeros((len(items), width), dtype=torch.long)  # (B, T)
-    for i, t in enumerate(items):
-        hidden[i, : t.shape[0]] = t.to(dtype)
-        mask[i, : t.shape[0]] = 1
-    hidden, mask = hidden.to(device), mask.to(device)
-    pooled = mean_pool(hidden, mask) if pooled is None else pooled.to(device)
-    return TrunkBatch(pooled=pooled.to(dtype), hidden=hidden, mask=mask)

@@ -1,15 +1,26 @@
-"""Evaluate a MixtureOfExperts (or one expert) per domain over the union label space."""
+"""Gating evaluation, Django-free: the one report the EVALUATE job and the benchmark produce.
+
+Per domain and summarised: accuracy and macro-F1 of the routed mixture, the dense mixture and
+the unregularised router; routing health on a domain-balanced sample; compute (FLOPs, dense vs
+routed); and leave-one-out credit per expert and per group of experts (e.g. a contributor).
+"""
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
+from experts.ml.common import ProgressFn, StopFn, report
+from experts.ml.data import DomainData, Example
+from experts.ml.features import FeatureCache
+from experts.ml.trunk import TrunkSet
+from gating.ml.bundle import GatingError, GatingModel
+from gating.ml.flops import moe_compute
 from gating.ml.metrics import balanced_sample, classification_report, routing_report, summarize
 from gating.ml.moe import LabelSpace, MixtureOfExperts
-from gating.ml.trunk import TrunkSet
 
 
 @dataclass
@@ -31,38 +42,21 @@ class Predictions:
 @torch.no_grad()
 def predict_moe(
     moe: MixtureOfExperts, trunks: TrunkSet, *, top_k: int | None = None, dense: bool = False,
-    batch_size: int = 128, device: str | torch.device = "cpu",
+    exclude: Sequence[int] = (), batch_size: int = 128, device: str | torch.device = "cpu",
 ) -> Predictions:
     """Routed (or dense) union-space predictions of the real MoE forward, in input order."""
     moe.eval()
-    needs_tokens = any(getattr(e, "needs_tokens", False) for e in moe.experts)
     n = len(trunks)
     pred = torch.empty(n, dtype=torch.long)
     probs = torch.empty(n, moe.n_experts)
-    k = top_k or moe.router.config.top_k
+    k = min(top_k or moe.router.config.top_k, moe.n_experts - len(exclude))
     topk = torch.empty(n, k, dtype=torch.long)
-    for rows, batch in trunks.batches(batch_size, device=device, tokens=needs_tokens):
-        extra = trunks.router_input(rows)
-        extra = extra.to(device) if extra is not None else None
-        out = moe(batch, top_k=k, dense=dense, router_input=extra)
+    for rows, batch in trunks.batches(batch_size, device=device):
+        out = moe(batch, top_k=k, dense=dense, exclude=exclude)
         pred[rows] = out.log_probs.argmax(dim=1).cpu()
         probs[rows] = out.probs.cpu()
         topk[rows] = out.topk_idx.cpu()
     return Predictions(pred=pred, probs=probs, topk_idx=topk)
-
-
-@torch.no_grad()
-def predict_expert(
-    expert: nn.Module, trunks: TrunkSet, *, batch_size: int = 128,
-    device: str | torch.device = "cpu",
-) -> torch.Tensor:
-    """(N,) argmax of one expert over its own labels (index into expert.config.labels)."""
-    expert.eval()
-    needs_tokens = getattr(expert, "needs_tokens", False)
-    pred = torch.empty(len(trunks), dtype=torch.long)
-    for rows, batch in trunks.batches(batch_size, device=device, tokens=needs_tokens):
-        pred[rows] = expert(batch).argmax(dim=1).cpu()
-    return pred
 
 
 def score_union(
@@ -82,11 +76,13 @@ def score_union(
 
 def evaluate_moe(
     moe: MixtureOfExperts, sets: Sequence[EvalSet], *, top_k: int | None = None,
-    dense: bool = False, batch_size: int = 128, device: str | torch.device = "cpu",
+    dense: bool = False, exclude: Sequence[int] = (), batch_size: int = 128,
+    device: str | torch.device = "cpu",
 ) -> tuple[dict, list[Predictions]]:
     """score_union of the MoE's predictions on every set, plus the raw predictions."""
     predictions = [
-        predict_moe(moe, s.trunks, top_k=top_k, dense=dense, batch_size=batch_size, device=device)
+        predict_moe(moe, s.trunks, top_k=top_k, dense=dense, exclude=exclude,
+                    batch_size=batch_size, device=device)
         for s in sets
     ]
     return score_union(sets, [p.pred for p in predictions], moe.label_space), predictions
@@ -101,9 +97,163 @@ def balanced_routing(
     probs = torch.cat([p.probs for p in predictions])
     topk = torch.cat([p.topk_idx for p in predictions])
     rows = torch.tensor(balanced_sample(domains, seed=seed), dtype=torch.long)
-    report = routing_report(
+    out = routing_report(
         probs[rows], topk[rows], expert_domains=moe.expert_domains(),
         input_domains=[domains[i] for i in rows.tolist()], expert_names=expert_names,
     )
-    report["per_domain_n"] = int(len(rows) // max(len(sets), 1))
-    return report
+    out["per_domain_n"] = int(len(rows) // max(len(sets), 1))
+    return out
+
+
+def eval_rows(domain: DomainData) -> tuple[list[Example], str]:
+    """The rows a domain is scored on: its test split, else its dev split (and which)."""
+    if domain.test:
+        return domain.test, "test"
+    if domain.dev:
+        return domain.dev, "dev"
+    raise GatingError(f"domain {domain.name!r} has neither a test nor a dev split to score on")
+
+
+def eval_sets(model: GatingModel, domains: Sequence[DomainData], cache: FeatureCache,
+              on_progress: ProgressFn | None = None) -> tuple[list[EvalSet], dict[str, str]]:
+    """Each domain's evaluation rows as trunk features of everything the model reads."""
+    space = model.moe.label_space
+    sets, used = [], {}
+    for d in domains:
+        rows, used[d.name] = eval_rows(d)
+        trunks = cache.load([t for t, _ in rows], model.spec, on_progress=on_progress)
+        targets = torch.tensor([space.index(d.name, y) for _, y in rows])
+        sets.append(EvalSet(domain=d.name, trunks=trunks, targets=targets))
+    return sets, used
+
+
+LENGTH_BUCKETS = ((1, 5), (6, 14), (15, 10_000))  # words per input
+
+
+def routing_by_length(domains: Sequence[DomainData], preds: Sequence[Predictions],
+                      experts) -> dict:
+    """Routing accuracy per domain and input length (words), on every evaluation input.
+
+    Sentiment's train split holds phrases while real inputs are sentences: this shows whether
+    sentence-length inputs are routed as well as the short phrases the router mostly saw.
+    """
+    out: dict[str, dict] = {}
+    for d, p in zip(domains, preds, strict=True):
+        words = [len(t.split()) for t, _ in eval_rows(d)[0]]
+        hits = [experts[e].config.domain == d.name for e in p.topk_idx[:, 0].tolist()]
+        row = {}
+        for lo, hi in LENGTH_BUCKETS:
+            sel = [h for h, w in zip(hits, words, strict=True) if lo <= w <= hi]
+            key = f"{lo}-{hi}" if hi < 10_000 else f">={lo}"
+            row[key] = {"n": len(sel), "accuracy": sum(sel) / len(sel) if sel else None}
+        out[d.name] = row
+    return out
+
+
+def _routing_matrix(model: GatingModel, sets: Sequence[EvalSet], preds) -> dict:
+    """domain -> expert key -> share of the domain's dispatches that go to the expert."""
+    out = {}
+    for s, p in zip(sets, preds, strict=True):
+        counts = torch.bincount(p.topk_idx.reshape(-1), minlength=model.moe.n_experts).double()
+        share = counts / counts.sum().clamp_min(1)
+        out[s.domain] = {k: float(share[i]) for i, k in enumerate(model.keys)}
+    return out
+
+
+def evaluate_gating(
+    model: GatingModel, *, cache: FeatureCache, domains: Sequence[DomainData],
+    on_progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+    flops_per_domain: int = 4, credit_groups: dict[str, list[str]] | None = None,
+    batch_size: int = 128, device: str | torch.device = "cpu", seed: int = 0,
+    sets: Sequence[EvalSet] | None = None,
+) -> dict:
+    """The evaluation report: accuracy, routing health, compute and leave-one-out credit.
+
+    credit (per expert key) = summary accuracy - summary accuracy with that expert removed and
+    the router renormalised over the rest; credit_groups (e.g. contributor -> their experts)
+    get the same leave-group-out drop. `sets` reuses evaluation sets the caller built.
+    """
+    t0 = time.perf_counter()
+    moe = model.moe.to(device).eval()
+    n = moe.n_experts
+    steps = 4.0 + n + len(credit_groups or {})
+    report(on_progress, should_stop, 0, steps, "encoding evaluation texts")
+    used = {d.name: eval_rows(d)[1] for d in domains}
+    if sets is None:
+        sets, used = eval_sets(model, domains, cache)
+    report(on_progress, should_stop, 1, steps, "scoring the routed mixture")
+    k = moe.router.config.top_k
+    kw = {"batch_size": batch_size, "device": device}
+    scores, preds = evaluate_moe(moe, sets, top_k=k, **kw)
+    dense_scores, _ = evaluate_moe(moe, sets, dense=True, **kw)
+    out: dict = {
+        "eval_split": used,
+        "n_eval": {s.domain: len(s.targets) for s in sets},
+        "domains": scores["domains"],
+        "summary": scores["summary"],
+        "dense": dense_scores,
+        "routing": balanced_routing(moe, sets, preds, expert_names=model.keys, seed=seed),
+        "routing_matrix": _routing_matrix(model, sets, preds),
+        "routing_by_length": routing_by_length(domains, preds, moe.experts),
+        "router_layers": list(moe.router.config.input_layers),
+        "experts": [{"key": key, "domain": e.config.domain, "kind": e.config.kind,
+                     "split_layer": e.config.split_layer}
+                    for key, e in zip(model.keys, moe.experts, strict=True)],
+    }
+    report(on_progress, should_stop, 2, steps, "scoring the unregularised router")
+    if model.unregularized is not None:
+        unreg = MixtureOfExperts(model.unregularized.to(device), list(moe.experts),
+                                 moe.label_space).eval()
+        u_scores, u_preds = evaluate_moe(unreg, sets, top_k=k, **kw)
+        out["unregularized"] = {
+            "summary": u_scores["summary"], "domains": u_scores["domains"],
+            "routing": balanced_routing(unreg, sets, u_preds, expert_names=model.keys,
+                                        seed=seed),
+        }
+    report(on_progress, should_stop, 3, steps, "measuring compute")
+    out["compute"] = _compute(model, cache, domains, flops_per_domain, seed=seed, device=device)
+    base = out["summary"]["accuracy"]
+    loo = _leave_out(model, sets, {key: [key] for key in model.keys}, on_progress, should_stop,
+                     start=4, steps=steps, **kw)
+    out["accuracy_without"] = loo
+    out["credit"] = {key: base - acc for key, acc in loo.items()}
+    if credit_groups:
+        loo_groups = _leave_out(model, sets, credit_groups, on_progress, should_stop,
+                                start=4 + n, steps=steps, **kw)
+        out["credit_by_contributor"] = {g: base - acc for g, acc in loo_groups.items()}
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    report(on_progress, None, steps, steps, "evaluation done")
+    return out
+
+
+def _leave_out(model: GatingModel, sets: Sequence[EvalSet], groups: dict[str, list[str]],
+               on_progress, should_stop, *, start: float, steps: float, **kw
+               ) -> dict[str, float]:
+    """Summary accuracy with each group of experts removed (0.0 when nothing would remain)."""
+    moe = model.moe
+    out = {}
+    for j, (name, keys) in enumerate(groups.items()):
+        report(on_progress, should_stop, start + j, steps, f"leave-one-out: without {name}")
+        exclude = [i for i, key in enumerate(model.keys) if key in keys]
+        if len(exclude) >= moe.n_experts:
+            out[name] = 0.0
+            continue
+        scores, _ = evaluate_moe(moe, sets, exclude=exclude, **kw)
+        out[name] = scores["summary"]["accuracy"]
+    return out
+
+
+def _compute(model: GatingModel, cache: FeatureCache, domains: Sequence[DomainData],
+             per_domain: int, *, seed: int, device) -> dict:
+    """FLOPs per input on a domain-balanced sample of evaluation texts, trunk included."""
+    rng = random.Random(seed)
+    texts = []
+    for d in domains:
+        pool = [t for t, _ in eval_rows(d)[0]]
+        texts.extend(rng.sample(pool, min(per_domain, len(pool))))
+    spec, backbone = model.spec, cache.backbone
+    out = moe_compute(model.moe, cache.load(texts, spec), device=device,
+                      trunk_fn=lambda i: backbone.encode_set(texts[i : i + 1], spec))
+    for name in ("expert_flops_per_input", "expert_routed_flops_per_input", "dispatch_share"):
+        out[name] = dict(zip(model.keys, out[name], strict=True))
+    return out

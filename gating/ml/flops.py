@@ -12,7 +12,8 @@ from functools import partial
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from gating.ml.moe import slice_trunk
+from experts.ml.trunk import TrunkSet
+from gating.ml.moe import expert_view, router_features
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -24,40 +25,53 @@ def count_flops(fn: Callable[[], object]) -> int:
 
 def moe_compute(
     moe,
-    trunk,
+    trunks: TrunkSet,
     *,
     trunk_fn: Callable[[int], object] | None = None,
     top_k: int | None = None,
-    router_input: torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, float]:
-    """Mean FLOPs per input of the MoE over the rows of `trunk`, dense vs routed.
+    """Mean FLOPs per input of the MoE over the inputs of `trunks`, dense vs routed.
 
-    Each input is measured on its own (batch of one, token states trimmed to its length), so
-    padding never inflates either side. trunk_fn(i) runs the backbone layers below the split
-    for input i (None: the trunk is not counted). router_input: (B, R) router features when the
-    router does not read trunk.pooled.
+    Each input is measured on its own (a batch of one, so padding never inflates either side):
+    routed runs only the experts the router picks for it, so a branch expert's own layers
+    count only for the inputs routed to it. trunk_fn(i) runs the frozen backbone for input i
+    as deep as the model reads (None: the trunk is not counted). Per expert, the report gives
+    what it costs dense (its FLOPs on every input) and routed (on the inputs dispatched to it),
+    both per input of the sample, and the share of inputs dispatched to it; so
+    dense = trunk + router + sum of the experts' dense costs, and likewise routed.
     """
-    batch = trunk.pooled.shape[0]
-    if batch == 0:
-        raise ValueError("need a non-empty batch to measure compute")
-    tokens = trunk.hidden is not None
+    n = len(trunks)
+    if n == 0:
+        raise ValueError("need at least one input to measure compute")
     totals = {"trunk": 0.0, "router": 0.0, "dense": 0.0, "routed": 0.0}
+    own = [0.0] * moe.n_experts  # each expert's FLOPs, summed over every input
+    own_routed = [0.0] * moe.n_experts  # ... over the inputs dispatched to it
+    picked = [0] * moe.n_experts  # inputs dispatched to each expert
     was_training = moe.training
     moe.eval()
+    layers = moe.router.config.input_layers
     try:
-        for i in range(batch):
-            row = slice_trunk(trunk, torch.tensor([i], device=trunk.pooled.device), tokens=tokens)
-            r = router_input[i : i + 1] if router_input is not None else row.pooled
+        for i in range(n):
+            row = trunks.batch([i], device=device)
+            r = router_features(row, layers)
             if trunk_fn is not None:
                 totals["trunk"] += count_flops(lambda i=i: trunk_fn(i))
             totals["router"] += count_flops(lambda r=r: moe.router(r))
-            dense = partial(moe, row, dense=True, router_input=r)
-            routed = partial(moe, row, top_k=top_k, router_input=r)
-            totals["dense"] += count_flops(dense)
-            totals["routed"] += count_flops(routed)
+            totals["dense"] += count_flops(partial(moe, row, dense=True, router_input=r))
+            totals["routed"] += count_flops(partial(moe, row, top_k=top_k, router_input=r))
+            with torch.no_grad():
+                chosen = moe(row, top_k=top_k, router_input=r).topk_idx[0].tolist()
+            for e, expert in enumerate(moe.experts):
+                view = expert_view(row, expert)
+                cost = count_flops(lambda expert=expert, view=view: expert(view))
+                own[e] += cost
+                if e in chosen:
+                    own_routed[e] += cost
+                    picked[e] += 1
     finally:
         moe.train(was_training)
-    mean = {k: v / batch for k, v in totals.items()}
+    mean = {k: v / n for k, v in totals.items()}
     dense_total = mean["trunk"] + mean["dense"]
     routed_total = mean["trunk"] + mean["routed"]
     return {
@@ -66,5 +80,8 @@ def moe_compute(
         "dense_flops_per_input": dense_total,
         "routed_flops_per_input": routed_total,
         "reduction": 1.0 - routed_total / dense_total if dense_total else 0.0,
-        "n_inputs": batch,
+        "n_inputs": n,
+        "expert_flops_per_input": [v / n for v in own],  # router order; dense cost
+        "expert_routed_flops_per_input": [v / n for v in own_routed],  # routed cost
+        "dispatch_share": [c / n for c in picked],  # share of inputs each expert ran on
     }

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from experts.ml.trunk import LayeredBatch, TrunkBatch, expert_tap, slice_trunk
 from gating.ml.router import Router, route
 
 # Mixture probabilities are clamped here before the log: a label no selected expert covers has
@@ -115,18 +116,22 @@ def integrate(
     return mix.clamp_min(PROB_FLOOR).log()
 
 
-def slice_trunk(trunk, rows: torch.Tensor, *, tokens: bool):
-    """The rows of a TrunkBatch; token states only if wanted, trimmed to the rows' longest input."""
-    pooled = trunk.pooled.index_select(0, rows)  # (n, H)
-    hidden = mask = None
-    if tokens:
-        if trunk.hidden is None or trunk.mask is None:
-            raise ValueError("an expert needs token states but the trunk batch has none")
-        mask = trunk.mask.index_select(0, rows)  # (n, T)
-        length = int(mask.sum(dim=1).max().item()) if rows.numel() else 0
-        mask = mask[:, :length]  # (n, T')
-        hidden = trunk.hidden.index_select(0, rows)[:, :length]  # (n, T', H)
-    return dataclasses.replace(trunk, pooled=pooled, hidden=hidden, mask=mask)
+def router_features(trunk: LayeredBatch | TrunkBatch, layers: Sequence[int]) -> torch.Tensor:
+    """(B, R) what a router with these input layers reads from a trunk batch."""
+    if isinstance(trunk, LayeredBatch):
+        if not layers:
+            raise ValueError("a router over a layered trunk needs its input layers")
+        return trunk.features(layers)
+    return trunk.pooled
+
+
+def expert_view(trunk: LayeredBatch | TrunkBatch, expert: nn.Module) -> TrunkBatch:
+    """The single-layer batch an expert reads: its split layer (token states only if needed)."""
+    if isinstance(trunk, LayeredBatch):
+        return trunk.for_expert(expert)
+    if not expert_tap(expert)[1]:
+        return dataclasses.replace(trunk, hidden=None, mask=None)
+    return trunk
 
 
 class MixtureOfExperts(nn.Module):
@@ -159,12 +164,9 @@ class MixtureOfExperts(nn.Module):
     def expert_domains(self) -> list[str]:
         return [e.config.domain for e in self.experts]
 
-    def expert_log_probs(self, i: int, trunk) -> torch.Tensor:
-        """log p_i(y|x) of expert i on all rows of `trunk`, float32 (B, C_i)."""
-        expert = self.experts[i]
-        if not getattr(expert, "needs_tokens", False):
-            trunk = dataclasses.replace(trunk, hidden=None, mask=None)
-        return torch.log_softmax(expert(trunk).float(), dim=-1)
+    def expert_log_probs(self, i: int, view: TrunkBatch) -> torch.Tensor:
+        """log p_i(y|x) of expert i on all rows of its trunk view, float32 (B, C_i)."""
+        return torch.log_softmax(self.experts[i](view).float(), dim=-1)
 
     def forward(
         self,
@@ -177,13 +179,16 @@ class MixtureOfExperts(nn.Module):
     ) -> MoEOutput:
         """Route, run the selected experts on their rows only, mix in the union label space.
 
+        trunk: a LayeredBatch (each expert reads its split layer, the router its input
+        layers) or, when every expert reads one layer, that layer's TrunkBatch.
         dense=True runs every expert with the full softmax weights (the dense reference).
         exclude: experts removed from the pool; the router renormalises over the rest
         (leave-one-out contribution).
-        router_input: (B, R) features the router reads instead of trunk.pooled (e.g. pooled
-        states of several trunk layers); experts still read the trunk batch.
+        router_input: (B, R) precomputed router features (else read from the trunk).
         """
-        logits = self.router(trunk.pooled if router_input is None else router_input)  # (B, E)
+        if router_input is None:
+            router_input = router_features(trunk, self.router.config.input_layers)
+        logits = self.router(router_input)  # (B, E)
         gate_logits = logits
         if exclude:
             gate_logits = logits.float().clone()
@@ -191,14 +196,14 @@ class MixtureOfExperts(nn.Module):
         k = min(top_k or self.router.config.top_k, self.n_experts - len(exclude))
         probs, topk_idx, topk_w = route(gate_logits, k, self.router.config.temperature)
         columns = self.columns()
-        batch = trunk.pooled.shape[0]
+        batch = router_input.shape[0]
         mix = probs.new_zeros(batch, len(self.label_space))  # (B, Y) float32
         if dense:
             weights = probs  # (B, E)
             for i in range(self.n_experts):
                 if i in exclude:
                     continue
-                lp = self.expert_log_probs(i, trunk)  # (B, C_i)
+                lp = self.expert_log_probs(i, expert_view(trunk, self.experts[i]))  # (B, C_i)
                 mix = mix.index_add(1, columns[i], weights[:, i : i + 1] * lp.exp())
         else:
             for i in range(self.n_experts):
@@ -207,8 +212,8 @@ class MixtureOfExperts(nn.Module):
                 if rows.numel() == 0:
                     continue  # not selected by any row: this expert does not run
                 w = (topk_w * hit).sum(dim=1).index_select(0, rows)  # (n_i,)
-                needs_tokens = getattr(self.experts[i], "needs_tokens", False)
-                sub = slice_trunk(trunk, rows, tokens=needs_tokens)
+                expert = self.experts[i]
+                sub = slice_trunk(expert_view(trunk, expert), rows, tokens=expert_tap(expert)[1])
                 lp = self.expert_log_probs(i, sub)  # (n_i, C_i)
                 index = (rows[:, None], columns[i][None, :])
                 mix = mix.index_put(index, w[:, None] * lp.exp(), accumulate=True)

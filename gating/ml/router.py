@@ -1,4 +1,4 @@
-"""The gating network: pooled trunk features -> one logit per expert.
+"""The gating network: pooled trunk features of its input layers -> one logit per expert.
 
 Noisy top-k gating follows Shazeer et al. 2017 ("Outrageously Large Neural Networks: The
 Sparsely-Gated Mixture-of-Experts Layer"): H(x) = x W_g + eps * softplus(x W_noise), eps ~ N(0, 1),
@@ -16,16 +16,24 @@ from torch import nn
 
 @dataclass
 class RouterConfig:
-    hidden_size: int  # width of the pooled trunk features the router reads
+    hidden_size: int  # width of the features the router reads (len(input_layers) * H)
     n_experts: int  # number of experts it chooses among (E)
     top_k: int = 1  # experts each input is sent to at inference
     temperature: float = 1.0  # softmax temperature; > 1 flattens, < 1 sharpens the gate
     noise_std: float = 1.0  # scale of the learned Shazeer noise in training; 0 disables it
     mlp_hidden: int = 0  # 0 = linear router; > 0 = one hidden layer of this width (GELU)
     dropout: float = 0.0  # dropout on the router input (training only)
+    # Backbone layers whose pooled states, side by side, are the router's input; () = it reads
+    # the `pooled` of a single-layer TrunkBatch (stand-alone use and tests).
+    input_layers: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.input_layers = tuple(int(x) for x in self.input_layers)  # JSON gives a list
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out["input_layers"] = list(self.input_layers)
+        return out
 
 
 def route(

@@ -1,26 +1,5 @@
-"""Benchmark report helpers: routing by input length and the markdown summary table."""
+"""The benchmark report as a markdown summary table."""
 from __future__ import annotations
-
-LENGTH_BUCKETS = ((1, 5), (6, 14), (15, 10_000))  # words per input
-
-
-def routing_by_length(domains, eval_split: str, preds, experts) -> dict:
-    """Routing accuracy per domain and input length (words), on every evaluation input.
-
-    Sentiment's train split holds phrases while real inputs are sentences: this shows whether
-    sentence-length inputs are routed as well as the short phrases the router mostly saw.
-    """
-    out: dict[str, dict] = {}
-    for d, p in zip(domains, preds, strict=True):
-        words = [len(t.split()) for t, _ in (d.test if eval_split == "test" else d.dev)]
-        hits = [experts[e].config.domain == d.name for e in p.topk_idx[:, 0].tolist()]
-        row = {}
-        for lo, hi in LENGTH_BUCKETS:
-            sel = [h for h, w in zip(hits, words, strict=True) if lo <= w <= hi]
-            key = f"{lo}-{hi}" if hi < 10_000 else f">={lo}"
-            row[key] = {"n": len(sel), "accuracy": sum(sel) / len(sel) if sel else None}
-        out[d.name] = row
-    return out
 
 
 def markdown_table(report: dict) -> str:

@@ -6,7 +6,6 @@ import datetime as dt
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -14,25 +13,28 @@ import transformers
 from torch import nn
 
 from experts.ml.backbone import Backbone, resolve_device
+from experts.ml.common import ProgressFn, StopFn, check_stop
+from experts.ml.data import DomainData, subsample
 from experts.ml.features import FeatureCache
-from experts.ml.modules import ExpertConfig, TrunkBatch, build_expert, collate_trunk
+from experts.ml.modules import ExpertConfig, build_expert
+from experts.ml.trunk import TrunkSet, TrunkSpec, expert_logits
 from gating.ml.metrics import accuracy, macro_f1
-from training.ml.common import TrainingStopped
-from training.ml.data import DomainData, subsample
 
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int, str], None]
-TRAINER_VERSION = "expert_train/1"  # bump when the training recipe changes what it produces
+TRAINER_VERSION = "expert_train/2"  # bump when the training recipe changes what it produces
 
 
 @dataclass
 class ExpertTrainConfig:
     kind: str = "head"  # "head" (MLP on pooled trunk) or "branch" (top layers + MLP)
     epochs: int | None = None  # upper bound; None = 40 for head, 4 for branch
-    lr: float = 1e-3  # AdamW learning rate of the MLP head
+    # None = by kind: heads train on cached pooled features, where 8x the batch (512) with a
+    # sqrt-scaled learning rate (3e-3) is 8x fewer steps for the same dev accuracy (sentiment
+    # 0.9274 vs 0.9252); branches run transformer layers per step and keep 64 / 1e-3.
+    lr: float | None = None  # AdamW learning rate of the MLP head
     branch_lr: float = 5e-5  # AdamW learning rate of a branch's copied backbone layers
-    batch_size: int = 64  # examples per step
+    batch_size: int | None = None  # examples per step, at most 1/8 of the train rows
     weight_decay: float = 0.01  # AdamW weight decay
     patience: int = 5  # epochs without a better dev accuracy before stopping early
     seed: int = 0  # seeds init, shuffling and dropout (in a forked RNG: global state untouched)
@@ -47,8 +49,13 @@ class ExpertTrainConfig:
         if self.kind not in ("head", "branch"):
             raise ValueError(f"kind must be 'head' or 'branch', got {self.kind!r}")
         out = copy.copy(self)
+        head = self.kind == "head"
         if out.epochs is None:
-            out.epochs = 40 if self.kind == "head" else 4
+            out.epochs = 40 if head else 4
+        if out.lr is None:
+            out.lr = 3e-3 if head else 1e-3
+        if out.batch_size is None:
+            out.batch_size = 512 if head else 64
         if out.split_layer is None:
             out.split_layer = num_layers if self.kind == "head" else max(num_layers - 2, 0)
         top = num_layers if self.kind == "head" else num_layers - 1
@@ -68,100 +75,62 @@ class TrainedExpert:
     training: dict = field(default_factory=dict)  # provenance for the artifact manifest
 
 
-class _Features:
-    """Cached trunk features of one split, served as TrunkBatches."""
-
-    def __init__(self, pooled: torch.Tensor, tokens: list[torch.Tensor] | None, labels: list[int]):
-        self.pooled = pooled  # (N, H) float32
-        self.tokens = tokens  # N x (T_i, H) fp16, branch only
-        self.labels = torch.tensor(labels, dtype=torch.long)  # (N,)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batch(self, rows: torch.Tensor, device: torch.device) -> TrunkBatch:
-        if self.tokens is None:
-            return TrunkBatch(pooled=self.pooled[rows].to(device))
-        items = [self.tokens[i] for i in rows.tolist()]
-        return collate_trunk(items, pooled=self.pooled[rows], device=device)
-
-    def train_batches(self, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
-        perm = torch.randperm(len(self), generator=gen)
-        if self.tokens is not None:
-            # Sort inside random windows of 16 batches: little padding, still shuffled.
-            lengths = torch.tensor([t.shape[0] for t in self.tokens])
-            window = batch_size * 16
-            chunks = [perm[i : i + window] for i in range(0, len(perm), window)]
-            perm = torch.cat([c[torch.argsort(lengths[c], descending=True)] for c in chunks])
-        batches = list(perm.split(batch_size))
-        order = torch.randperm(len(batches), generator=gen).tolist()
-        return [batches[i] for i in order]
-
-    def eval_batches(self, batch_size: int) -> list[torch.Tensor]:
-        order = torch.arange(len(self))
-        if self.tokens is not None:
-            order = torch.argsort(torch.tensor([t.shape[0] for t in self.tokens]), descending=True)
-        return list(order.split(batch_size))
-
-
-def _load_features(
-    texts_labels: list[tuple[str, str]], labels: list[str], *, cache: FeatureCache, layer: int,
-    tokens: bool, on_progress: ProgressFn | None,
-) -> _Features:
-    texts = [t for t, _ in texts_labels]
-    index = {label: i for i, label in enumerate(labels)}
-    ids = [index[label] for _, label in texts_labels]
-    token_states = cache.tokens(texts, layer=layer, on_progress=on_progress) if tokens else None
-    pooled = cache.pooled(texts, layer=layer, on_progress=on_progress)
-    return _Features(pooled, token_states, ids)
+def _train_batches(trunks: TrunkSet, batch_size: int, gen: torch.Generator
+                   ) -> list[torch.Tensor]:
+    """Shuffled row batches; with token states, sorted inside random windows of 16 batches."""
+    perm = torch.randperm(len(trunks), generator=gen)
+    lengths = trunks.lengths()
+    if lengths is not None:
+        window = batch_size * 16  # little padding, still shuffled
+        chunks = [perm[i : i + window] for i in range(0, len(perm), window)]
+        perm = torch.cat([c[torch.argsort(lengths[c], descending=True)] for c in chunks])
+    batches = list(perm.split(batch_size))
+    order = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[i] for i in order]
 
 
 @torch.no_grad()
-def evaluate(
-    expert: nn.Module, feats: _Features, *, device: torch.device, batch_size: int = 256
-) -> dict[str, float]:
+def evaluate(expert: nn.Module, trunks: TrunkSet, labels: torch.Tensor, *,
+             device: torch.device) -> dict[str, float]:
     """loss (mean cross-entropy), accuracy and macro-F1 of the expert on one split."""
-    expert.eval()
-    preds = torch.empty(len(feats), dtype=torch.long)
-    total_loss = 0.0
-    for rows in feats.eval_batches(batch_size):
-        logits = expert(feats.batch(rows, device)).float()  # (B, C)
-        y = feats.labels[rows].to(device)
-        total_loss += nn.functional.cross_entropy(logits, y, reduction="sum").item()
-        preds[rows] = logits.argmax(dim=-1).cpu()
-    gold = feats.labels.tolist()
-    n_classes = len(expert.config.labels)
+    logits = expert_logits(expert, trunks, device=device)  # (N, C)
+    preds = logits.argmax(dim=-1).tolist()
+    gold = labels.tolist()
     return {
-        "loss": total_loss / max(len(feats), 1),
-        "accuracy": accuracy(gold, preds.tolist()),
-        "macro_f1": macro_f1(gold, preds.tolist(), list(range(n_classes))),
+        "loss": float(nn.functional.cross_entropy(logits, labels, reduction="mean")),
+        "accuracy": accuracy(gold, preds),
+        "macro_f1": macro_f1(gold, preds, list(range(len(expert.config.labels)))),
     }
 
 
 def train_expert(
     cfg: ExpertTrainConfig, *, backbone: Backbone, cache: FeatureCache, domain: DomainData,
-    on_progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None,
+    on_progress: ProgressFn | None = None, should_stop: StopFn | None = None,
 ) -> TrainedExpert:
     """Train an expert with AdamW + cross-entropy, early-stopped on dev accuracy."""
     cfg = cfg.resolved(backbone.num_layers)
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
 
-    def encoding_progress(done: int, total: int, message: str) -> None:
-        if should_stop is not None and should_stop():
-            raise TrainingStopped("expert training stopped while encoding features")
+    def encoding_progress(done: float, total: float, message: str) -> None:
+        check_stop(should_stop, "while encoding features")
         if on_progress is not None:
             on_progress(done, total, message)
 
     train_rows = domain.train
     if cfg.max_train is not None:
         train_rows = subsample(train_rows, cfg.max_train, seed=cfg.seed)
+    if not train_rows or not domain.dev:
+        raise ValueError(f"domain {domain.name!r} needs train and dev rows to train an expert")
+    # Small sets need more, smaller steps per epoch to fit: at least 8 batches an epoch.
+    cfg.batch_size = min(cfg.batch_size, max(8, len(train_rows) // 8))
     branch = cfg.kind == "branch"
+    layer = cfg.split_layer
+    spec = TrunkSpec.of(pooled=[layer], tokens=[layer] if branch else [])
+    index = {label: i for i, label in enumerate(domain.labels)}
     feats = {
-        name: _load_features(
-            rows, domain.labels, cache=cache, layer=cfg.split_layer, tokens=branch,
-            on_progress=encoding_progress,
-        )
+        name: (cache.load([t for t, _ in rows], spec, on_progress=encoding_progress),
+               torch.tensor([index[y] for _, y in rows], dtype=torch.long))
         for name, rows in (("train", train_rows), ("dev", domain.dev))
     }
     devices = [device.index or 0] if device.type == "cuda" else []
@@ -200,8 +169,8 @@ def train_expert(
 
 
 def _fit(
-    expert: nn.Module, feats: dict[str, _Features], cfg: ExpertTrainConfig, device: torch.device,
-    on_progress: ProgressFn | None, should_stop: Callable[[], bool] | None,
+    expert: nn.Module, feats: dict[str, tuple[TrunkSet, torch.Tensor]], cfg: ExpertTrainConfig,
+    device: torch.device, on_progress: ProgressFn | None, should_stop: StopFn | None,
 ) -> tuple[list[dict[str, float]], dict]:
     """The epoch loop; returns per-epoch history and the best-dev snapshot."""
     groups = [{"params": expert.head.parameters(), "lr": cfg.lr}]
@@ -209,7 +178,7 @@ def _fit(
         groups.append({"params": expert.layers.parameters(), "lr": cfg.branch_lr})
     opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    train = feats["train"]
+    train, labels = feats["train"]
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     report_every = max(1, steps_per_epoch // 4)
@@ -220,11 +189,10 @@ def _fit(
     for epoch in range(1, cfg.epochs + 1):
         expert.train()
         running = 0.0
-        for rows in train.train_batches(cfg.batch_size, gen):
-            if should_stop is not None and should_stop():
-                raise TrainingStopped(f"expert training stopped in epoch {epoch}")
-            logits = expert(train.batch(rows, device))  # (B, C)
-            loss = nn.functional.cross_entropy(logits.float(), train.labels[rows].to(device))
+        for rows in _train_batches(train, cfg.batch_size, gen):
+            check_stop(should_stop, f"in expert training epoch {epoch}")
+            logits = expert(train.batch(rows, device=device).for_expert(expert))  # (B, C)
+            loss = nn.functional.cross_entropy(logits.float(), labels[rows].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -232,7 +200,7 @@ def _fit(
             step += 1
             if on_progress is not None and step % report_every == 0:
                 on_progress(step, total, f"epoch {epoch}/{cfg.epochs}: loss {loss.item():.4f}")
-        dev = evaluate(expert, feats["dev"], device=device)
+        dev = evaluate(expert, *feats["dev"], device=device)
         row = {"epoch": epoch, "train_loss": running / len(train), "dev_loss": dev["loss"],
                "dev_accuracy": dev["accuracy"], "dev_macro_f1": dev["macro_f1"]}
         history.append(row)

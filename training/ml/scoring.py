@@ -5,29 +5,18 @@ import torch
 from torch import nn
 
 from experts.ml.features import FeatureCache
-from experts.ml.modules import TrunkBatch, collate_trunk
+from experts.ml.trunk import TrunkSpec, expert_logits, expert_tap
 from gating.ml.metrics import accuracy, macro_f1
 
 
 @torch.inference_mode()
-def expert_predict(expert: nn.Module, texts: list[str], *, cache: FeatureCache,
-                   batch_size: int = 256) -> list[str]:
+def expert_predict(expert: nn.Module, texts: list[str], *, cache: FeatureCache) -> list[str]:
     """The expert's label for each text, computed from cached trunk features."""
-    cfg = expert.config
+    layer, tokens = expert_tap(expert)
+    trunks = cache.load(texts, TrunkSpec.of(pooled=[layer], tokens=[layer] if tokens else []))
     device = next(expert.parameters()).device
-    pooled = cache.pooled(texts, layer=cfg.split_layer)  # (N, H)
-    tokens = cache.tokens(texts, layer=cfg.split_layer) if expert.needs_tokens else None
-    expert.eval()
-    out: list[str] = []
-    for start in range(0, len(texts), batch_size):
-        rows = slice(start, start + batch_size)
-        if tokens is None:
-            trunk = TrunkBatch(pooled=pooled[rows].to(device))
-        else:
-            trunk = collate_trunk(tokens[rows], pooled=pooled[rows], device=device)
-        ids = expert(trunk).argmax(dim=-1).tolist()  # (B,)
-        out.extend(cfg.labels[i] for i in ids)
-    return out
+    ids = expert_logits(expert, trunks, device=device).argmax(dim=-1).tolist()  # (N,)
+    return [expert.config.labels[i] for i in ids]
 
 
 def score_expert(expert: nn.Module, rows: list[tuple[str, str]], *,

@@ -17,7 +17,8 @@ from experts.ml.artifact import (
     load_expert,
     save_expert,
 )
-from experts.ml.modules import ExpertConfig, build_expert, collate_trunk
+from experts.ml.modules import ExpertConfig, build_expert
+from experts.ml.trunk import collate_trunk
 from tests.experts.ml.tiny import TINY_HIDDEN, TINY_LAYERS
 
 CHECK_NAMES = [

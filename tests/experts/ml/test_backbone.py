@@ -5,7 +5,8 @@ import re
 import pytest
 import torch
 
-from experts.ml.backbone import mean_pool, plain_forward_throughput
+from experts.ml.backbone import plain_forward_throughput
+from experts.ml.trunk import mean_pool
 from tests.experts.ml.tiny import (
     TINY_HIDDEN,
     TINY_LAYERS,

@@ -5,15 +5,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from experts.ml.backbone import mean_pool, run_encoder_layers
-from experts.ml.modules import (
-    BranchExpert,
-    ExpertConfig,
-    HeadExpert,
-    TrunkBatch,
-    build_expert,
-    collate_trunk,
-)
+from experts.ml.backbone import run_encoder_layers
+from experts.ml.modules import BranchExpert, ExpertConfig, HeadExpert, build_expert
+from experts.ml.trunk import TrunkBatch, collate_trunk, mean_pool
 from tests.experts.ml.tiny import TINY_HIDDEN, TINY_LAYERS, sample_texts
 
 

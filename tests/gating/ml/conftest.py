@@ -19,9 +19,10 @@ class Trunk:
 class StubExpert(nn.Module):
     """Logits = pooled @ W + fixed bias; counts calls and the rows it saw."""
 
-    def __init__(self, domain, labels, *, hidden=4, logits=None, needs_tokens=False, seed=0):
+    def __init__(self, domain, labels, *, hidden=4, logits=None, needs_tokens=False, seed=0,
+                 split_layer=1):
         super().__init__()
-        self.config = SimpleNamespace(domain=domain, labels=list(labels))
+        self.config = SimpleNamespace(domain=domain, labels=list(labels), split_layer=split_layer)
         self.needs_tokens = needs_tokens
         g = torch.Generator().manual_seed(seed)
         self.proj = nn.Linear(hidden, len(labels))

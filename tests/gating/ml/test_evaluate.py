@@ -5,17 +5,17 @@ import math
 import pytest
 import torch
 
-from gating.ml.evaluate import EvalSet, balanced_routing, evaluate_moe, predict_expert
+from experts.ml.trunk import TrunkSet, expert_logits
+from gating.ml.evaluate import EvalSet, balanced_routing, evaluate_moe
 from gating.ml.moe import MixtureOfExperts
 from gating.ml.router import Router, RouterConfig
-from gating.ml.trunk import TrunkSet
 
 
 def routed_pool(stub_expert):
     """Expert a (labels x, y) always says y; expert b (u, v) always says u; gate by feature 0."""
     a = stub_expert("a", ["x", "y"], logits=[0.0, 2.0])
     b = stub_expert("b", ["u", "v"], logits=[2.0, 0.0])
-    router = Router(RouterConfig(hidden_size=4, n_experts=2, noise_std=0.0))
+    router = Router(RouterConfig(hidden_size=4, n_experts=2, noise_std=0.0, input_layers=(1,)))
     with torch.no_grad():
         router.gate.weight.zero_()
         router.gate.bias.zero_()
@@ -31,8 +31,8 @@ def test_it_scores_routed_predictions_per_domain_in_the_union_space(stub_expert)
     xb[:, 0] = -1.0
     space = moe.label_space
     sets = [
-        EvalSet("a", TrunkSet(xa), torch.tensor([space.index("a", "y")] * 3 + [0])),
-        EvalSet("b", TrunkSet(xb), torch.tensor([space.index("b", "u")] * 2)),
+        EvalSet("a", TrunkSet({1: xa}), torch.tensor([space.index("a", "y")] * 3 + [0])),
+        EvalSet("b", TrunkSet({1: xb}), torch.tensor([space.index("b", "u")] * 2)),
     ]
     scores, preds = evaluate_moe(moe, sets)
     # rows 0-2 go to expert a and say y (right); row 3 goes to b and says b:u (wrong)
@@ -49,15 +49,16 @@ def test_it_scores_routed_predictions_per_domain_in_the_union_space(stub_expert)
 
 def test_it_predicts_with_one_expert_over_its_own_labels(stub_expert):
     expert = stub_expert("a", ["x", "y"], logits=[0.0, 2.0])
-    pred = predict_expert(expert, TrunkSet(torch.randn(5, 4)), batch_size=2)
+    pred = expert_logits(expert, TrunkSet({1: torch.randn(5, 4)}), batch_size=2).argmax(1)
     assert pred.tolist() == [1] * 5
 
 
 def test_it_pads_token_states_per_batch():
     tokens = [torch.randn(n, 4) for n in (3, 5, 2)]
-    trunks = TrunkSet(pooled=torch.randn(3, 4), tokens=tokens)
+    trunks = TrunkSet(pooled={1: torch.randn(3, 4)}, tokens={1: tokens})
     batch = trunks.batch([2, 0])
-    assert batch.hidden.shape == (2, 3, 4)
+    assert batch.hidden[1].shape == (2, 3, 4)
     assert batch.mask.sum(1).tolist() == [2, 3]
+    assert torch.equal(batch.hidden[1][0, :2], tokens[2])  # the same values, copied
     rows = torch.cat([r for r, _ in trunks.batches(2)])
     assert sorted(rows.tolist()) == [0, 1, 2]

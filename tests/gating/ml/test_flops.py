@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import torch
 
+from experts.ml.trunk import TrunkSet
 from gating.ml.flops import count_flops, moe_compute
 from gating.ml.moe import MixtureOfExperts
 from gating.ml.router import Router, RouterConfig
@@ -12,13 +13,14 @@ def test_it_counts_matmul_flops():
     assert count_flops(lambda: a @ b) == 2 * 3 * 5 * 7
 
 
-def test_it_measures_fewer_flops_routed_than_dense(trunk_cls, stub_expert):
+def test_it_measures_fewer_flops_routed_than_dense(stub_expert):
     experts = [stub_expert(d, ["x", "y"], hidden=16, seed=i) for i, d in enumerate("abcd")]
-    router = Router(RouterConfig(hidden_size=16, n_experts=4, noise_std=0.0))
+    router = Router(RouterConfig(hidden_size=16, n_experts=4, noise_std=0.0, input_layers=(1,)))
     moe = MixtureOfExperts(router, experts)
-    trunk = trunk_cls(pooled=torch.randn(32, 16))
+    trunks = TrunkSet(pooled={1: torch.randn(32, 16)})
     w = torch.randn(16, 16)
-    report = moe_compute(moe, trunk, trunk_fn=lambda i: trunk.pooled[i : i + 1] @ w, top_k=1)
+    report = moe_compute(moe, trunks, trunk_fn=lambda i: trunks.pooled[1][i : i + 1] @ w,
+                         top_k=1)
     assert report["trunk_flops_per_input"] == 2 * 16 * 16
     assert report["dense_flops_per_input"] > report["routed_flops_per_input"]
     assert 0 < report["reduction"] < 1

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from training.ml.data import DomainDataError, load_domain_dir, subsample
+from experts.ml.data import DomainDataError, load_domain_dir, subsample
 
 
 def _write_domain(folder, *, train=None, dev=None, test=None, labels=("yes", "no")):

@@ -8,9 +8,9 @@ import torch
 
 from experts.ml.artifact import load_expert, save_expert
 from experts.ml.backbone import load_backbone
+from experts.ml.common import TrainingStopped
+from experts.ml.data import DomainData, load_domain_dir
 from experts.ml.features import FeatureCache
-from training.ml.common import TrainingStopped
-from training.ml.data import DomainData, load_domain_dir
 from training.ml.expert_train import ExpertTrainConfig, train_expert
 
 REPO = Path(__file__).resolve().parents[3]

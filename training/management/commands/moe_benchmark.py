@@ -26,13 +26,15 @@ class Command(BaseCommand):
         parser.add_argument("--split-layer", type=int)
         parser.add_argument("--expert-epochs", type=int)
         parser.add_argument(
-            "--router-extra-layers", type=int, nargs="*", default=[0],
-            help="trunk layers whose pooled states the router reads besides the split layer's "
-            "(default: 0, the embedding layer; give none to read the split layer only)",
+            "--router-layers", type=int, nargs="+",
+            help="backbone layers whose pooled states the router reads (default: the experts' "
+            "split layer and 0, the embedding layer, as the platform's gating training)",
         )
         parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--cache-dir", default="var/feature-cache")
+        parser.add_argument("--save-dir", help="keep the trained experts (artifacts that upload "
+                            "as they are) and the gating bundle in this folder")
 
     def handle(self, *args, **opts) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -44,8 +46,9 @@ class Command(BaseCommand):
             max_train_per_domain=opts["max_train_per_domain"],
             router_max_per_domain=opts["router_max_per_domain"],
             split_layer=opts["split_layer"], expert_epochs=opts["expert_epochs"],
-            router_extra_layers=tuple(opts["router_extra_layers"]),
+            router_layers=tuple(opts["router_layers"]) if opts["router_layers"] else None,
             device=opts["device"], seed=opts["seed"], cache_dir=opts["cache_dir"],
+            save_dir=opts["save_dir"],
         )
         report = run_benchmark(cfg)
         out = Path(opts["out"])

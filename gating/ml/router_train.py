@@ -18,21 +18,19 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
+from experts.ml.common import ProgressFn, StopFn, check_stop
+from experts.ml.trunk import TrunkSet, experts_logits
 from gating.ml.losses import LAMBDA_BAL, LAMBDA_H, LAMBDA_Z, router_objective
 from gating.ml.moe import MixtureOfExperts, MoEOutput, gate_weights, integrate
 from gating.ml.router import Router, RouterConfig, route
-from gating.ml.trunk import TrunkSet
-from training.ml.common import TrainingStopped
 
 logger = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -64,13 +62,14 @@ class RouterTrainConfig:
 class RouterData:
     """Router training/dev inputs with the frozen experts' outputs cached once."""
 
-    pooled: torch.Tensor  # (N, R) features the router reads (pooled trunk output by default)
+    features: torch.Tensor  # (N, R) what the router reads: pooled states of `layers`
     targets: torch.Tensor  # (N,) union label index of each input
     domains: list[str]  # N domain names (balanced sampling, per-domain dev accuracy)
     expert_log_probs: list[torch.Tensor]  # one (N, C_i) float32 tensor per expert
+    layers: tuple[int, ...] = ()  # backbone layers of `features`; () = one pooled input
 
     def __len__(self) -> int:
-        return self.pooled.shape[0]
+        return self.features.shape[0]
 
 
 @dataclass
@@ -80,28 +79,13 @@ class TrainedRouter:
     history: list[dict] = field(default_factory=list)  # one row per epoch: losses + dev metrics
 
 
-@torch.no_grad()
 def cache_expert_log_probs(
-    experts: Sequence[nn.Module], trunks: TrunkSet, *, batch_size: int = 128,
-    device: str | torch.device = "cpu", on_batch: Callable[[int, int], None] | None = None,
+    experts: Sequence[nn.Module], trunks: TrunkSet, *, batch_size: int = 256,
+    device: str | torch.device = "cpu",
 ) -> list[torch.Tensor]:
     """log p_i(y|x) of every (frozen, eval) expert on every input: one (N, C_i) CPU tensor each."""
-    out = [torch.empty(len(trunks), len(e.config.labels)) for e in experts]
-    needs_tokens = any(getattr(e, "needs_tokens", False) for e in experts)
-    done = 0
-    for rows, batch in trunks.batches(batch_size, device=device, tokens=needs_tokens):
-        for i, expert in enumerate(experts):
-            expert.eval()
-            view = batch if getattr(expert, "needs_tokens", False) else _pooled_only(batch)
-            out[i][rows] = torch.log_softmax(expert(view).float(), dim=-1).cpu()
-        done += len(rows)
-        if on_batch is not None:
-            on_batch(done, len(trunks))
-    return out
-
-
-def _pooled_only(batch):
-    return type(batch)(pooled=batch.pooled)
+    logits = experts_logits(experts, trunks, batch_size=batch_size, device=device)
+    return [torch.log_softmax(x, dim=-1) for x in logits]
 
 
 def balanced_epoch(domains: Sequence[str], per_domain: int | None, gen: torch.Generator):
@@ -131,7 +115,7 @@ def evaluate_cached(
     preds, nll_sum = [], 0.0
     for start in range(0, len(data), batch_size):
         sl = slice(start, start + batch_size)
-        logits = router(data.pooled[sl].to(device))
+        logits = router(data.features[sl].to(device))
         probs, idx, w = route(logits, top_k, router.config.temperature)
         weights = gate_weights(probs, idx, w, dense=dense)
         lps = [lp[sl].to(device) for lp in data.expert_log_probs]
@@ -158,15 +142,15 @@ def train_router(
     train: RouterData,
     dev: RouterData,
     on_progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    should_stop: StopFn | None = None,
 ) -> TrainedRouter:
     """Fit a Router over frozen experts; keep the weights with the best dev summary accuracy."""
     t0 = time.perf_counter()
     device = torch.device(cfg.device)
     # The MoE is only used for its label space and index maps here; experts stay untouched.
-    shell = MixtureOfExperts(
-        Router(RouterConfig(hidden_size=train.pooled.shape[1], n_experts=len(experts))), experts
-    )
+    width = train.features.shape[1]
+    shell = MixtureOfExperts(Router(RouterConfig(hidden_size=width, n_experts=len(experts))),
+                             experts)
     columns = [c.to(device) for c in shell.columns()]
     n_labels = len(shell.label_space)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -174,12 +158,12 @@ def train_router(
         gen = torch.Generator().manual_seed(cfg.seed)
         router = Router(
             RouterConfig(
-                hidden_size=train.pooled.shape[1], n_experts=len(experts), top_k=cfg.top_k,
+                hidden_size=width, n_experts=len(experts), top_k=cfg.top_k,
                 temperature=cfg.temperature, noise_std=cfg.noise_std,
-                mlp_hidden=cfg.mlp_hidden, dropout=cfg.dropout,
+                mlp_hidden=cfg.mlp_hidden, dropout=cfg.dropout, input_layers=train.layers,
             )
         )
-        router.fit_input_stats(train.pooled)
+        router.fit_input_stats(train.features)
         router.to(device)
         opt = torch.optim.AdamW(router.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         best = {"accuracy": -1.0, "nll": math.inf, "epoch": 0}
@@ -195,8 +179,7 @@ def train_router(
             sums: dict[str, float] = {}
             steps = 0
             for start in range(0, len(order), cfg.batch_size):
-                if should_stop is not None and should_stop():
-                    raise TrainingStopped(f"router training stopped in epoch {epoch}")
+                check_stop(should_stop, f"in router epoch {epoch}")
                 rows = order[start : start + cfg.batch_size]
                 out = _cached_forward(router, train, rows, columns, n_labels, cfg, device)
                 loss, parts = router_objective(
@@ -248,7 +231,7 @@ def _cached_forward(
     n_labels: int, cfg: RouterTrainConfig, device: torch.device,
 ) -> MoEOutput:
     """MoEOutput of a batch from cached expert log-probs (same math as MixtureOfExperts)."""
-    logits = router(data.pooled[rows].to(device))  # (B, E)
+    logits = router(data.features[rows].to(device))  # (B, E)
     probs, idx, w = route(logits, cfg.top_k, cfg.temperature)
     weights = gate_weights(probs, idx, w, dense=cfg.train_dense)  # (B, E)
     lps = [lp[rows].to(device) for lp in data.expert_log_probs]

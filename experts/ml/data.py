@@ -28,6 +28,13 @@ class DomainData:
     dev: list[Example] = field(default_factory=list)  # model selection / early stopping
     test: list[Example] = field(default_factory=list)  # held-out scoring; may be empty (private)
 
+    def dev_or_held_out(self, *, fraction: float = 0.1, seed: int = 0
+                        ) -> tuple[list[Example], list[Example]]:
+        """(train, dev): the dev split, or a held-out slice of train when there is none."""
+        if self.dev:
+            return list(self.train), list(self.dev)
+        return hold_out(self.train, fraction=fraction, seed=seed, what=f"domain {self.name!r}")
+
     def label_ids(self, split: list[Example]) -> list[int]:
         """Integer label ids of a split, in the order of `labels`."""
         index = {label: i for i, label in enumerate(self.labels)}
@@ -70,6 +77,21 @@ def subsample(examples: list[Example], n: int, *, seed: int) -> list[Example]:
         picked.extend(group[: quotas[lab]])
     rng.shuffle(picked)
     return picked
+
+
+def hold_out(rows: list[Example], *, fraction: float, seed: int, what: str = "the data"
+             ) -> tuple[list[Example], list[Example]]:
+    """(rest, held out): a deterministic shuffled slice of `fraction` (at least one row).
+
+    The one dev hold-out of the platform: expert training and gating training use it when a
+    domain has no dev split, so both see the same rows.
+    """
+    rows = list(rows)
+    if len(rows) < 2:
+        raise DomainDataError(f"{what} has too few rows ({len(rows)}) to hold out a dev slice")
+    random.Random(seed).shuffle(rows)
+    n_dev = max(1, int(len(rows) * fraction))
+    return rows[n_dev:], rows[:n_dev]
 
 
 def load_domain_dir(

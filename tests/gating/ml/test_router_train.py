@@ -6,11 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from experts.ml.modules import TrunkBatch
+from experts.ml.common import TrainingStopped
+from experts.ml.trunk import TrunkBatch, TrunkSet
 from gating.ml.moe import LabelSpace, MixtureOfExperts
-from gating.ml.trunk import TrunkSet
-from training.ml.common import TrainingStopped
-from training.ml.router_train import (
+from gating.ml.router_train import (
     RouterData,
     RouterTrainConfig,
     balanced_epoch,
@@ -29,7 +28,7 @@ class OracleExpert(nn.Module):
 
     def __init__(self, domain: str, labels: list[str], slot: int) -> None:
         super().__init__()
-        self.config = SimpleNamespace(domain=domain, labels=labels)
+        self.config = SimpleNamespace(domain=domain, labels=labels, split_layer=1)
         self.slot = slot
         self.calls = 0
 
@@ -53,9 +52,9 @@ def make_task(n_per_domain: int, seed: int):
         slot = 1 if d == "a" else 2
         labels = ["neg", "pos"] if d == "a" else ["no", "yes"]
         targets.append(space.index(d, labels[int(x[row, slot] > 0)]))
-    trunks = TrunkSet(pooled=x)
+    trunks = TrunkSet(pooled={1: x})
     data = RouterData(
-        pooled=x, targets=torch.tensor(targets), domains=domains,
+        features=x, targets=torch.tensor(targets), domains=domains,
         expert_log_probs=cache_expert_log_probs(experts, trunks, batch_size=64),
     )
     return experts, data
@@ -78,7 +77,7 @@ def test_it_learns_to_route_a_separable_task_and_lowers_the_loss():
     assert {"train_balance", "train_z", "train_entropy", "dev_accuracy"} <= set(h[0])
     # the real routed forward agrees with the cached evaluation used for early stopping
     moe = MixtureOfExperts(trained.router, experts).eval()
-    out = moe(TrunkBatch(pooled=dev.pooled))
+    out = moe(TrunkBatch(pooled=dev.features))
     real = (out.log_probs.argmax(1) == dev.targets).float().mean().item()
     cached = evaluate_cached(
         trained.router, dev, moe.columns(), len(moe.label_space), top_k=1
@@ -91,6 +90,7 @@ def test_it_is_reproducible_with_a_fixed_seed():
     cfg = RouterTrainConfig(epochs=2, batch_size=32, seed=3)
     a = train_router(cfg, experts=experts, train=train, dev=train)
     b = train_router(cfg, experts=experts, train=train, dev=train)
+    # the same computation twice in one process: the same bytes
     assert torch.equal(a.router.gate.weight, b.router.gate.weight)
 
 

@@ -1,0 +1,73 @@
+"""Online predictions: the backbone trunk plus a gating model, one per serving process."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from experts.ml.backbone import Backbone
+from gating.ml.bundle import GatingError, GatingModel
+
+
+def fast_cpu_bf16() -> bool:
+    """True when this CPU runs bfloat16 matmuls natively (AMX), where bf16 is ~3x faster."""
+    init_amx = getattr(torch._C._cpu, "_init_amx", None)
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and bool(
+            init_amx and init_amx())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def prepare_for_serving(backbone: Backbone, *, dtype: str = "auto") -> str:
+    """Put a CPU backbone in its fastest inference dtype; returns the dtype's name.
+
+    bfloat16 keeps the float32 exponent range, so pooled features stay within ~1e-2 of the
+    float32 ones (cosine 1.0000 on the shared data) while AMX runs the matmuls ~3x faster.
+    The router and the experts stay float32: pooling casts back before they run.
+    """
+    if backbone.device.type != "cpu":
+        return str(backbone.dtype).removeprefix("torch.")
+    if dtype == "auto":
+        dtype = "bfloat16" if fast_cpu_bf16() else "float32"
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"serving dtype must be auto, float32 or bfloat16, got {dtype!r}")
+    target = getattr(torch, dtype)
+    backbone.model.to(dtype=target)
+    backbone.dtype = target
+    return dtype
+
+
+class Predictor:
+    """Backbone trunk + gating model for online predictions; inference only."""
+
+    def __init__(self, backbone: Backbone, model: GatingModel, *,
+                 expert_labels: Sequence[str] | None = None, batch_size: int = 32) -> None:
+        if backbone.fingerprint != model.fingerprint:
+            raise GatingError("the gating model was built on another backbone")
+        self.backbone = backbone
+        self.model = model
+        self.spec = model.spec  # exactly the layers the experts and the router read
+        self.expert_labels = list(expert_labels or model.keys)
+        self.batch_size = batch_size  # texts per forward; sorted by length to limit padding
+
+    @torch.inference_mode()
+    def predict(self, texts: Sequence[str]) -> list[dict]:
+        """Per text: domain, label, confidence and the selected experts with routing weights."""
+        out: list[dict | None] = [None] * len(texts)
+        names = self.model.moe.label_space.names
+        keys = self.model.keys
+        for idx, batch in self.backbone.encode_batches(texts, self.spec,
+                                                       batch_size=self.batch_size):
+            res = self.model.moe(batch)
+            conf, best = res.log_probs.exp().max(dim=1)
+            for j, i in enumerate(idx):
+                domain, _, label = names[int(best[j])].partition(":")
+                chosen = [
+                    {"expert": keys[e], "name": self.expert_labels[e], "weight": round(w, 6)}
+                    for e, w in zip(res.topk_idx[j].tolist(), res.topk_w[j].tolist(),
+                                    strict=True)
+                ]
+                out[i] = {"domain": domain, "label": label,
+                          "confidence": round(float(conf[j]), 6), "experts": chosen}
+        return out  # type: ignore[return-value]
