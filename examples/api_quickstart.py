@@ -21,7 +21,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-VALIDATION_DONE = {"awaiting_review", "approved", "invalid", "rejected", "changes_requested"}
+VALIDATION_DONE = {"awaiting_review", "approved", "invalid", "cancelled", "rejected",
+                   "changes_requested"}
 
 
 class ApiError(Exception):

@@ -27,7 +27,8 @@ from experts.serializers import (
     VersionSerializer,
     VersionUploadSerializer,
 )
-from moecollab_site.api import DomainError, PageNumberPagination, error_responses
+from moecollab_site.api import PageNumberPagination, error_responses
+from moecollab_site.errors import DomainError, forbidden
 
 READ_OR_AUTH = [permissions.IsAuthenticatedOrReadOnly]
 UPLOAD_PARSERS = [MultiPartParser, FormParser]
@@ -244,8 +245,7 @@ class ReviewQueue(generics.ListAPIView):
         from moecollab_site.roles import is_maintainer
 
         if not is_maintainer(self.request.user):
-            raise DomainError("only maintainers see the review queue", code="forbidden",
-                              status_code=403)
+            raise forbidden("only maintainers see the review queue")
         return selectors.review_queue()
 
 

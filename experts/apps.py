@@ -6,3 +6,8 @@ from django.apps import AppConfig
 class ExpertsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "experts"
+
+    def ready(self) -> None:
+        # Its job handlers register with the runner when imported: importing them here
+        # gives every process that loads Django (worker, web, commands) the same table.
+        from experts import handlers  # noqa: F401

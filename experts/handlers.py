@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import random
 import tempfile
 from pathlib import Path
 
@@ -19,12 +18,20 @@ from training.runner import JobCancelled, JobContext, register
 
 
 @contextlib.contextmanager
-def _version_fails_with_job(version: ExpertVersion):
-    """If the handler dies, the version must not stay 'validating' or 'training'."""
+def _version_fails_with_job(version: ExpertVersion, *, what: str):
+    """If the handler dies, the version must not stay 'validating' or 'training'.
+
+    A cancel, seen by the runner's stop check (JobCancelled) or inside the ML core
+    (TrainingStopped), leaves the version cancelled and ends the job cancelled, not failed.
+    """
+    from experts.ml.common import TrainingStopped
+
     try:
         yield
-    except JobCancelled:
-        _mark_invalid(version, "cancelled before it finished")
+    except (JobCancelled, TrainingStopped) as exc:
+        _mark_cancelled(version, f"{what} was cancelled before it finished")
+        if isinstance(exc, TrainingStopped):
+            raise JobCancelled(f"cancelled at the user's request ({exc})") from exc
         raise
     except Exception as exc:
         _mark_invalid(version, f"{type(exc).__name__}: {exc}")
@@ -32,11 +39,16 @@ def _version_fails_with_job(version: ExpertVersion):
 
 
 def _mark_invalid(version: ExpertVersion, error: str) -> None:
-    ExpertVersion.objects.filter(pk=version.pk).update(
-        status=ExpertVersion.Status.INVALID, error=error[:5000])
-    services.notify(user=version.expert.owner,
-                    message=f"{version.label} failed: {error[:200]}",
-                    link=services.version_link(version))
+    if version.mark_invalid(error):
+        services.notify(user=version.expert.owner,
+                        message=f"{version.label} failed: {error[:200]}",
+                        link=services.version_link(version))
+
+
+def _mark_cancelled(version: ExpertVersion, reason: str) -> None:
+    if version.mark_cancelled(reason):
+        services.notify(user=version.expert.owner, message=f"{version.label}: {reason}",
+                        link=services.version_link(version))
 
 
 def _version(job: Job) -> ExpertVersion:
@@ -52,7 +64,7 @@ def validate_expert(job: Job, ctx: JobContext) -> dict:
     from training.ml.scoring import score_expert
 
     version = _version(job)
-    with _version_fails_with_job(version):
+    with _version_fails_with_job(version, what="validation"):
         ctx.progress(0, 3, "checking the artifact")
         backbone = worker_backbone()
         manifest_path, weights_path = selectors.version_artifact_paths(version)
@@ -85,8 +97,7 @@ def validate_expert(job: Job, ctx: JobContext) -> dict:
             metrics = {"test_accuracy": scores["accuracy"], "test_macro_f1": scores["macro_f1"],
                        "n_eval": scores["n"], "eval_split": split}
         ctx.progress(2, 3, "recording the result")
-        ExpertVersion.objects.filter(pk=version.pk).update(
-            status=ExpertVersion.Status.AWAITING_REVIEW, metrics=metrics, error="")
+        version.mark_awaiting_review(metrics=metrics)
         summary = (f"accuracy {metrics['test_accuracy']:.3f} on {metrics['n_eval']} "
                    f"{split} examples" if metrics else "no evaluation split in this domain")
         services.notify(user=version.expert.owner,
@@ -101,25 +112,24 @@ def validate_expert(job: Job, ctx: JobContext) -> dict:
 def train_expert(job: Job, ctx: JobContext) -> dict:
     """Train a version on the contributor's dataset, store its artifact, queue validation."""
     from experts.ml.artifact import save_expert
+    from experts.ml.data import DomainData
     from experts.runtime import worker_backbone, worker_feature_cache
-    from training.ml.data import DomainData
     from training.ml.expert_train import ExpertTrainConfig
     from training.ml.expert_train import train_expert as train
 
     version = _version(job)
-    with _version_fails_with_job(version):
+    with _version_fails_with_job(version, what="training"):
         params = version.training_params
         domain = version.expert.domain
         with default_storage.open(params["dataset"], "rb") as fh:
             records = [json.loads(line) for line in fh if line.strip()]
         rows = [(r["text"], r["label"]) for r in records]
         dev = selectors.domain_rows(domain=domain, kind=DataSplit.Kind.DEV)
-        dev_note = "the domain's dev split"
-        if not dev:
-            random.Random(0).shuffle(rows)
-            cut = max(1, len(rows) // 10)
-            dev, rows = rows[:cut], rows[cut:]
-            dev_note = f"{cut} rows held out from the dataset"
+        data = DomainData(name=domain.name, description=domain.description,
+                          labels=list(domain.labels), train=rows, dev=dev)
+        rows, dev = data.dev_or_held_out()
+        dev_note = ("the domain's dev split" if data.dev
+                    else f"{len(dev)} rows held out from the dataset")
         data = DomainData(name=domain.name, description=domain.description,
                           labels=list(domain.labels), train=rows, dev=dev)
         cfg = ExpertTrainConfig(kind=params.get("kind", "head"), epochs=params.get("epochs"),

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.utils import timezone
+
+from moecollab_site.roles import is_maintainer
 
 EXPERT_KIND_CHOICES = [("head", "Head (MLP on the pooled trunk)"),
                        ("branch", "Branch (fine-tuned top layers + head)")]
@@ -78,19 +81,43 @@ class Expert(models.Model):
         return f"{self.owner.username}/{self.name}"
 
 
+class ExpertVersionQuerySet(models.QuerySet):
+    def public(self) -> ExpertVersionQuerySet:
+        return self.filter(status__in=ExpertVersion.PUBLIC_STATUSES)
+
+    def visible_to(self, user) -> ExpertVersionQuerySet:
+        """Public versions for everyone; owners also see all of their own, maintainers all."""
+        if is_maintainer(user):
+            return self
+        if not user.is_authenticated:
+            return self.public()
+        return self.filter(Q(status__in=ExpertVersion.PUBLIC_STATUSES) | Q(expert__owner=user))
+
+
 class ExpertVersion(models.Model):
-    """An immutable expert artifact (manifest + safetensors) moving through review."""
+    """An immutable expert artifact (manifest + safetensors) moving through review.
+
+    Jobs move a version with the mark_... methods: each is one guarded UPDATE that applies only
+    while the version is in a state that job owns, so a late or repeated job cannot overwrite
+    a review decision. Review moves it in experts.services.expert_version_review.
+    """
 
     class Status(models.TextChoices):
         SUBMITTED = "submitted", "Submitted"
         TRAINING = "training", "Training"
         VALIDATING = "validating", "Validating"
         INVALID = "invalid", "Validation failed"
+        CANCELLED = "cancelled", "Cancelled"
         AWAITING_REVIEW = "awaiting_review", "Awaiting review"
         APPROVED = "approved", "Approved"
         CHANGES_REQUESTED = "changes_requested", "Changes requested"
         REJECTED = "rejected", "Rejected"
         RETIRED = "retired", "Retired"
+
+    # Anyone may see and download these; every other state only its owner and maintainers.
+    PUBLIC_STATUSES = (Status.APPROVED, Status.RETIRED)
+    # A job is working on the version: its page keeps watching, the job's verdict applies.
+    BUSY_STATUSES = (Status.SUBMITTED, Status.TRAINING, Status.VALIDATING)
 
     class Source(models.TextChoices):
         UPLOAD = "upload", "Uploaded"
@@ -121,6 +148,8 @@ class ExpertVersion(models.Model):
     reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                     on_delete=models.SET_NULL, related_name="+")
 
+    objects = ExpertVersionQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["expert", "number"], name="version_number_per_expert"),
@@ -136,6 +165,50 @@ class ExpertVersion(models.Model):
     @property
     def label(self) -> str:
         return f"{self.expert.owner.username}/{self.expert.name} v{self.number}"
+
+    @property
+    def is_public(self) -> bool:
+        return self.status in self.PUBLIC_STATUSES
+
+    @property
+    def is_busy(self) -> bool:
+        return self.status in self.BUSY_STATUSES
+
+    def is_visible_to(self, user, *, maintainer: bool | None = None) -> bool:
+        """The rule of visible_to() for a version in memory; pass `maintainer` in loops."""
+        if self.is_public or self.expert.owner_id == getattr(user, "pk", None):
+            return True
+        return is_maintainer(user) if maintainer is None else maintainer
+
+    def _move(self, *, allowed_from, **fields) -> bool:
+        """One guarded UPDATE; mirrors it on this instance and says whether it applied."""
+        moved = ExpertVersion.objects.filter(pk=self.pk, status__in=allowed_from).update(
+            **fields)
+        if moved:
+            for name, value in fields.items():
+                setattr(self, name, value)
+        return bool(moved)
+
+    def mark_validating(self, *, validation_job: int) -> bool:
+        """A (new) validation job owns the version."""
+        return self._move(allowed_from=self.BUSY_STATUSES, status=self.Status.VALIDATING,
+                          training_params={**self.training_params,
+                                           "validation_job": validation_job})
+
+    def mark_awaiting_review(self, *, metrics: dict) -> bool:
+        """Validation passed: the version waits for a maintainer, with its test metrics."""
+        return self._move(allowed_from=[self.Status.VALIDATING],
+                          status=self.Status.AWAITING_REVIEW, metrics=metrics, error="")
+
+    def mark_invalid(self, error: str) -> bool:
+        """A check or the job itself failed; `error` says what, for the owner."""
+        return self._move(allowed_from=self.BUSY_STATUSES, status=self.Status.INVALID,
+                          error=error[:5000])
+
+    def mark_cancelled(self, reason: str) -> bool:
+        """Its training or validation job was cancelled before it finished."""
+        return self._move(allowed_from=self.BUSY_STATUSES, status=self.Status.CANCELLED,
+                          error=reason[:5000])
 
 
 class ReviewComment(models.Model):

@@ -136,11 +136,8 @@ def leaderboard_contributors() -> QuerySet[LeaderboardEntry]:
 
 
 def versions_visible(*, user, expert: Expert) -> QuerySet[ExpertVersion]:
-    """Approved and retired versions are public; owners and maintainers see every version."""
-    qs = expert.versions.prefetch_related("comments__author")
-    if is_maintainer(user) or expert.owner_id == getattr(user, "pk", None):
-        return qs
-    return qs.filter(status__in=[ExpertVersion.Status.APPROVED, ExpertVersion.Status.RETIRED])
+    """The versions of an expert this user may see (ExpertVersion.objects.visible_to)."""
+    return expert.versions.visible_to(user).prefetch_related("comments__author")
 
 
 def version_get(*, user, expert: Expert, number: int) -> ExpertVersion | None:

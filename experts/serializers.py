@@ -105,7 +105,7 @@ class VersionSerializer(serializers.ModelSerializer):
                   "created_at", "reviewed_at", "comments", "download_url"]
 
     def get_download_url(self, version) -> str | None:
-        if version.status in (ExpertVersion.Status.APPROVED, ExpertVersion.Status.RETIRED):
+        if version.is_public:
             return f"/api/v1/experts/{version.expert_id}/versions/{version.number}/download/"
         return None
 

@@ -24,8 +24,8 @@ from experts.models import (
     ReviewComment,
 )
 from experts.uploads import UploadRejected, check_upload
-from moecollab_site.api import DomainError
-from moecollab_site.roles import is_maintainer
+from moecollab_site.errors import DomainError, forbidden
+from moecollab_site.roles import is_maintainer, require_maintainer
 from training.models import Job
 from training.services import job_create
 
@@ -34,18 +34,9 @@ MAX_DATASET_ROWS = 200_000
 MAX_LABELS = 1000
 
 
-def _forbidden(message: str) -> DomainError:
-    return DomainError(message, code="forbidden", status_code=403)
-
-
-def _require_maintainer(user, what: str) -> None:
-    if not is_maintainer(user):
-        raise _forbidden(f"only maintainers can {what}")
-
-
 def _require_owner(user, expert: Expert, what: str) -> None:
     if not user.is_authenticated or expert.owner_id != user.pk:
-        raise _forbidden(f"only the owner of expert {expert} can {what}")
+        raise forbidden(f"only the owner of expert {expert} can {what}")
 
 
 def notify(*, user, message: str, link: str = "") -> None:
@@ -69,7 +60,7 @@ def _check_labels(labels) -> list[str]:
 
 
 def domain_create(*, user, name: str, description: str = "", labels: list[str]) -> Domain:
-    _require_maintainer(user, "create domains")
+    require_maintainer(user, "create domains")
     name = (name or "").strip()
     if not DOMAIN_NAME_RE.match(name):
         raise DomainError("name must be 1-64 lowercase letters, digits, '-' or '_'")
@@ -100,7 +91,7 @@ def dataset_parse(*, upload, labels: list[str] | None) -> ParsedDataset:
 def domain_split_upload(*, user, domain: Domain, kind: str, upload,
                         is_private: bool | None = None) -> DataSplit:
     """Validate a JSONL/CSV split and store it, replacing the domain's split of that kind."""
-    _require_maintainer(user, "upload domain data")
+    require_maintainer(user, "upload domain data")
     if kind not in DataSplit.Kind.values:
         raise DomainError(f"split must be one of {', '.join(DataSplit.Kind.values)}")
     parsed = dataset_parse(upload=upload, labels=domain.labels)
@@ -351,11 +342,11 @@ def expert_version_review(*, user, version: ExpertVersion, action: str,
         raise DomainError(f"action must be one of {', '.join(ReviewComment.Action.values)}")
     if action == ReviewComment.Action.COMMENT:
         if not (is_maintainer(user) or version.expert.owner_id == getattr(user, "pk", None)):
-            raise _forbidden("only maintainers and the owner can comment on a version")
+            raise forbidden("only maintainers and the owner can comment on a version")
         if not comment.strip():
             raise DomainError("comment must not be empty")
     else:
-        _require_maintainer(user, "review versions")
+        require_maintainer(user, "review versions")
     with transaction.atomic():
         version = ExpertVersion.objects.select_for_update().select_related(
             "expert__owner").get(pk=version.pk)
@@ -370,8 +361,8 @@ def expert_version_review(*, user, version: ExpertVersion, action: str,
             version.reviewed_at = timezone.now()
             version.reviewed_by = user
             version.save(update_fields=["status", "reviewed_at", "reviewed_by"])
-            if target in (ExpertVersion.Status.APPROVED, ExpertVersion.Status.RETIRED):
-                # Rankings list approved versions only; the refresh job rebuilds them.
+            if target in ExpertVersion.PUBLIC_STATUSES:
+                # A version joined or left the approved set the rankings list; rebuild them.
                 job_create(kind=Job.Kind.REFRESH_LEADERBOARDS, user=user,
                            params={"reason": f"{version.label} {target}"})
             if target == ExpertVersion.Status.APPROVED and version.answers_request_id:
@@ -393,10 +384,9 @@ def version_link(version: ExpertVersion) -> str:
 
 
 def expert_version_download(*, user, version: ExpertVersion) -> ExpertVersion:
-    """Approved (or retired) versions are public; owners and maintainers can fetch any."""
-    public = version.status in (ExpertVersion.Status.APPROVED, ExpertVersion.Status.RETIRED)
-    if not (public or is_maintainer(user) or version.expert.owner_id == getattr(user, "pk", None)):
-        raise _forbidden("only approved versions can be downloaded")
+    """Whoever may see a version may download it (ExpertVersion.is_visible_to)."""
+    if not version.is_visible_to(user):
+        raise forbidden("only approved versions can be downloaded")
     if not version.weights:
         raise DomainError("this version has no weights yet", code="not_found", status_code=404)
     ExpertVersion.objects.filter(pk=version.pk).update(download_count=F("download_count") + 1)
@@ -430,7 +420,7 @@ def request_create(*, user, title: str, description: str = "", domain: Domain | 
 
 def request_close(*, user, request: ExpertRequest) -> ExpertRequest:
     if not (is_maintainer(user) or request.author_id == getattr(user, "pk", None)):
-        raise _forbidden("only the author or a maintainer can close a request")
+        raise forbidden("only the author or a maintainer can close a request")
     request.status = ExpertRequest.Status.CLOSED
     request.save(update_fields=["status"])
     return request

@@ -4,20 +4,9 @@ from __future__ import annotations
 from experts.models import ExpertVersion
 from experts.services import REVIEW_TRANSITIONS
 
-PUBLIC_STATUSES = (ExpertVersion.Status.APPROVED, ExpertVersion.Status.RETIRED)
-# While a version is in one of these, a job is working on it and its page keeps watching.
-BUSY_STATUSES = (ExpertVersion.Status.SUBMITTED, ExpertVersion.Status.TRAINING,
-                 ExpertVersion.Status.VALIDATING)
-
-
-def version_visible_to(version: ExpertVersion, *, user, maintainer: bool) -> bool:
-    """The rule of selectors.versions_visible, for versions already in memory."""
-    return (version.status in PUBLIC_STATUSES or maintainer
-            or version.expert.owner_id == getattr(user, "pk", None))
-
 
 def latest_visible(versions, *, user, maintainer: bool) -> ExpertVersion | None:
-    seen = [v for v in versions if version_visible_to(v, user=user, maintainer=maintainer)]
+    seen = [v for v in versions if v.is_visible_to(user, maintainer=maintainer)]
     return max(seen, key=lambda v: v.number) if seen else None
 
 
@@ -32,7 +21,7 @@ def current_job_id(version: ExpertVersion) -> int | None:
     params = version.training_params or {}
     if version.status == ExpertVersion.Status.TRAINING:
         return params.get("training_job")
-    if version.status in BUSY_STATUSES:
+    if version.is_busy:
         return params.get("validation_job")
     return None
 

@@ -26,16 +26,8 @@ from experts.forms import (
     VersionUploadForm,
 )
 from experts.models import DataSplit, Domain, Expert, ExpertRequest, ExpertVersion
-from experts.view_helpers import (
-    BUSY_STATUSES,
-    PUBLIC_STATUSES,
-    comparison,
-    current_job_id,
-    latest_visible,
-    review_actions,
-    version_visible_to,
-)
-from moecollab_site.api import DomainError
+from experts.view_helpers import comparison, current_job_id, latest_visible, review_actions
+from moecollab_site.errors import FORBIDDEN, DomainError
 from moecollab_site.roles import is_maintainer
 
 PAGE_SIZE = 20
@@ -46,7 +38,7 @@ PAGE_SIZE = 20
 
 def _forbidden(request, message: str):
     if _wants_json(request):
-        return _json_error(message, "forbidden", 403)
+        return _json_error(message, FORBIDDEN, 403)
     return render(request, "experts/forbidden.html", {"message": message}, status=403)
 
 
@@ -168,7 +160,6 @@ def expert_detail(request, pk: int):
         "expert": expert, "versions": versions, "featured": featured,
         "is_owner": expert.owner_id == request.user.pk,
         "downloads": sum(v.download_count for v in versions),
-        "public_statuses": PUBLIC_STATUSES,
     })
 
 
@@ -259,7 +250,7 @@ def _version_context(request, version: ExpertVersion) -> dict:
         "can_comment": maintainer or is_owner,
         "actions": review_actions(version) if maintainer else [],
         "comparison": comparison(version, best),
-        "busy": version.status in BUSY_STATUSES,
+        "busy": version.is_busy,
         "watch_job": current_job_id(version),
         "training_job": version.training_params.get("training_job"),
         "validation_job": version.training_params.get("validation_job"),
@@ -436,7 +427,7 @@ def request_detail(request, pk: int):
     req = get_object_or_404(selectors.request_list(), pk=pk)
     maintainer = is_maintainer(request.user)
     answers = [v for v in req.answers.select_related("expert__owner")
-               if version_visible_to(v, user=request.user, maintainer=maintainer)]
+               if v.is_visible_to(request.user, maintainer=maintainer)]
     return render(request, "experts/request_detail.html", {
         "req": req, "answers": answers,
         "can_close": req.status == ExpertRequest.Status.OPEN

@@ -20,7 +20,8 @@ from gating.serializers import (
     PromotionSerializer,
     RollbackResponseSerializer,
 )
-from moecollab_site.api import DomainError, PageNumberPagination, error_responses
+from moecollab_site.api import PageNumberPagination, error_responses
+from moecollab_site.errors import DomainError
 from moecollab_site.roles import is_maintainer
 from training.serializers import JobSerializer
 

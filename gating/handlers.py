@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 from django.conf import settings
-from django.utils import timezone
 
 from gating.models import GatingVersion
 from training.models import Job
@@ -24,22 +23,22 @@ def _version_of(job: Job) -> GatingVersion:
 
 
 def _domain_splits(domains, *, with_test: bool):
+    from experts.ml.data import DomainData
     from experts.models import DataSplit
     from experts.selectors import domain_rows
-    from gating.ml.pipeline import DomainSplits
 
     kinds = [DataSplit.Kind.TRAIN, DataSplit.Kind.DEV] + ([DataSplit.Kind.TEST] if with_test
                                                           else [])
     return [
-        DomainSplits(name=d.name, labels=list(d.labels),
-                     **{kind: domain_rows(domain=d, kind=kind) for kind in kinds})
+        DomainData(name=d.name, description=d.description, labels=list(d.labels),
+                   **{kind: domain_rows(domain=d, kind=kind) for kind in kinds})
         for d in domains
     ]
 
 
 def _sources(version: GatingVersion):
     from experts.selectors import version_artifact_paths
-    from gating.ml.pipeline import ExpertSource
+    from gating.ml.training import ExpertSource
 
     sources, domains = [], {}
     for member in version.members_in_order():
@@ -58,9 +57,10 @@ def _stopped(exc: Exception) -> JobCancelled:
 @register(Job.Kind.TRAIN_GATING)
 def train_gating(job: Job, ctx: JobContext) -> dict:
     """Load the approved experts, train the router(s), write the bundle, queue evaluation."""
+    from experts.ml.common import TrainingStopped
     from experts.runtime import worker_backbone, worker_feature_cache
-    from gating.ml.pipeline import GatingTrainConfig, save_bundle, train_gating
-    from training.ml.common import TrainingStopped
+    from gating.ml.bundle import save_bundle
+    from gating.ml.training import GatingTrainConfig, load_experts, train_gating
     from training.services import job_create
 
     version = _version_of(job)
@@ -74,9 +74,11 @@ def train_gating(job: Job, ctx: JobContext) -> dict:
         cfg = GatingTrainConfig(**{k: v for k, v in version.params.items() if k in fields},
                                 device=str(backbone.device))
         splits = _domain_splits(domains, with_test=False)
+        ctx.progress(0, 5, "loading experts", force=True)
+        experts = load_experts(sources, fingerprint=backbone.fingerprint)
         try:
-            result = train_gating(cfg, backbone=backbone, cache=cache, sources=sources,
-                                  domains=splits, on_progress=ctx.progress,
+            result = train_gating(cfg, experts=experts, keys=[s.key for s in sources],
+                                  domains=splits, cache=cache, on_progress=ctx.progress,
                                   should_stop=ctx.should_stop)
         except TrainingStopped as exc:
             raise _stopped(exc) from exc
@@ -85,17 +87,15 @@ def train_gating(job: Job, ctx: JobContext) -> dict:
         rel = f"gating/v{version.number}-{version.pk}/bundle.safetensors"
         sha = save_bundle(result.model, Path(settings.MEDIA_ROOT) / rel)
     except BaseException as exc:
-        GatingVersion.objects.filter(pk=version.pk, status=GatingVersion.Status.TRAINING).update(
-            status=GatingVersion.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:5000])
+        version.mark_failed(f"{type(exc).__name__}: {exc}")
         raise
     eval_job = job_create(kind=Job.Kind.EVALUATE, user=job.created_by,
                           params={"gating_version_id": version.pk})
-    GatingVersion.objects.filter(pk=version.pk, status=GatingVersion.Status.TRAINING).update(
-        status=GatingVersion.Status.TRAINED, weights=rel, weights_sha256=sha,
-        backbone_fingerprint=backbone.fingerprint, split_layer=result.model.split_layer,
+    version.mark_trained(
+        weights=rel, weights_sha256=sha,
+        backbone_fingerprint=backbone.fingerprint, split_layer=result.model.spec.depth,
         params=result.model.config, label_space=list(result.model.moe.label_space.names),
-        training_curves=result.curves, train_metrics=result.metrics, trained_at=timezone.now(),
-        eval_job=eval_job,
+        training_curves=result.curves, train_metrics=result.metrics, eval_job=eval_job,
     )
     reg = result.metrics["regularized"]
     return {"gating_version": version.pk, "number": version.number,
@@ -106,9 +106,10 @@ def train_gating(job: Job, ctx: JobContext) -> dict:
 @register(Job.Kind.EVALUATE)
 def evaluate_gating(job: Job, ctx: JobContext) -> dict:
     """Score a trained gating version on the private test splits and store its report."""
+    from experts.ml.common import TrainingStopped
     from experts.runtime import worker_backbone, worker_feature_cache
-    from gating.ml.pipeline import evaluate_gating, load_bundle
-    from training.ml.common import TrainingStopped
+    from gating.ml.bundle import load_bundle
+    from gating.ml.evaluate import evaluate_gating
 
     version = _version_of(job)
     if version.status not in (GatingVersion.Status.TRAINED, GatingVersion.Status.EVALUATED):
@@ -123,16 +124,13 @@ def evaluate_gating(job: Job, ctx: JobContext) -> dict:
         owner = member.expert_version.expert.owner_id
         groups.setdefault(str(owner), []).append(str(member.expert_version_id))
     try:
-        report = evaluate_gating(model, backbone=backbone, cache=worker_feature_cache(),
+        report = evaluate_gating(model, cache=worker_feature_cache(),
                                  domains=_domain_splits(domains, with_test=True),
                                  on_progress=ctx.progress, should_stop=ctx.should_stop,
                                  credit_groups=groups)
     except TrainingStopped as exc:
         raise _stopped(exc) from exc
-    GatingVersion.objects.filter(pk=version.pk).update(
-        report=report, status=GatingVersion.Status.EVALUATED, evaluated_at=timezone.now(),
-        eval_job=job,
-    )
+    version.mark_evaluated(report=report, eval_job=job)
     return {"gating_version": version.pk, "summary_accuracy": report["summary"]["accuracy"],
             "routing_entropy": report["routing"]["entropy"],
             "utilization": report["routing"]["utilization"]}

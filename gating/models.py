@@ -12,7 +12,8 @@ class GatingVersion(models.Model):
     """One trained mixture-of-experts: its experts, router weights, settings and evaluation.
 
     Immutable once trained: the bundle file, the members and the hyperparameters are written by
-    the training job and never changed; evaluation only adds the report.
+    the training job and never changed; evaluation only adds the report. The jobs move it with
+    the mark_... methods, each one UPDATE guarded by the state it leaves.
     """
 
     class Status(models.TextChoices):
@@ -61,6 +62,37 @@ class GatingVersion(models.Model):
                 and self.train_job.status in (Job.Status.FAILED, Job.Status.CANCELLED)):
             return self.Status.FAILED
         return self.status
+
+    def _move(self, *, allowed_from, **fields) -> bool:
+        """One guarded UPDATE; mirrors it on this instance and says whether it applied."""
+        moved = GatingVersion.objects.filter(pk=self.pk, status__in=allowed_from).update(
+            **fields)
+        if moved:
+            for name, value in fields.items():
+                setattr(self, name, value)
+        return bool(moved)
+
+    def mark_failed(self, error: str) -> bool:
+        """Training died or was cancelled; `error` says how."""
+        return self._move(allowed_from=[self.Status.TRAINING], status=self.Status.FAILED,
+                          error=error[:5000])
+
+    def mark_trained(self, *, weights: str, weights_sha256: str, backbone_fingerprint: str,
+                     split_layer: int, params: dict, label_space: list[str],
+                     training_curves: dict, train_metrics: dict, eval_job) -> bool:
+        """Training wrote the bundle: record it and the evaluation job it queued."""
+        return self._move(
+            allowed_from=[self.Status.TRAINING], status=self.Status.TRAINED, weights=weights,
+            weights_sha256=weights_sha256, backbone_fingerprint=backbone_fingerprint,
+            split_layer=split_layer, params=params, label_space=label_space,
+            training_curves=training_curves, train_metrics=train_metrics,
+            trained_at=timezone.now(), eval_job=eval_job)
+
+    def mark_evaluated(self, *, report: dict, eval_job) -> bool:
+        """Evaluation stored its report (a re-evaluation replaces the previous one)."""
+        return self._move(allowed_from=[self.Status.TRAINED, self.Status.EVALUATED],
+                          status=self.Status.EVALUATED, report=report,
+                          evaluated_at=timezone.now(), eval_job=eval_job)
 
     def members_in_order(self) -> list[GatingMember]:
         if "members" in getattr(self, "_prefetched_objects_cache", {}):

@@ -11,8 +11,8 @@ from experts.models import DataSplit, ExpertVersion
 from experts.selectors import expert_versions_approved
 from gating import selectors
 from gating.models import GatingMember, GatingVersion, Promotion
-from moecollab_site.api import DomainError
-from moecollab_site.roles import is_maintainer
+from moecollab_site.errors import DomainError
+from moecollab_site.roles import require_maintainer
 from training.models import Job
 from training.services import job_create
 
@@ -35,12 +35,6 @@ TRAIN_PARAMS: dict[str, tuple[type, float, float]] = {
     "max_train_per_domain": (int, 10, 10_000_000),
     "compare_unregularized": (bool, 0, 1),
 }
-
-
-def _require_maintainer(user, action: str) -> None:
-    if not is_maintainer(user):
-        raise DomainError(f"only maintainers can {action}", code="permission_denied",
-                          status_code=403)
 
 
 def gating_params_clean(params: dict | None) -> dict:
@@ -109,15 +103,6 @@ def _check_versions(versions: list[ExpertVersion], params: dict) -> None:
                            fingerprints.items())
         raise DomainError(f"the experts are built on different backbones ({detail}); choose "
                           "experts of one backbone", code="mixed_backbones")
-    layers: dict[int, list[str]] = {}
-    for v in versions:
-        layers.setdefault(v.manifest.get("split_layer", -1), []).append(v.label)
-    if len(layers) > 1:
-        detail = "; ".join(f"layer {layer}: {', '.join(labels)}" for layer, labels in
-                           layers.items())
-        raise DomainError(f"the experts read different backbone layers ({detail}); a gating "
-                          "model shares one trunk, so choose experts with one split layer",
-                          code="mixed_split_layers")
     domains = {v.expert.domain for v in versions}
     with_train = set(DataSplit.objects.filter(domain__in=domains, kind=DataSplit.Kind.TRAIN)
                      .values_list("domain__name", flat=True))
@@ -134,7 +119,7 @@ def _check_versions(versions: list[ExpertVersion], params: dict) -> None:
 def gating_train_start(*, user, expert_version_ids: list[int] | None = None,
                        params: dict | None = None) -> Job:
     """Create a gating version (status training) and queue its training job, or refuse."""
-    _require_maintainer(user, "train gating models")
+    require_maintainer(user, "train gating models")
     clean = gating_params_clean(params)
     versions = _pick_versions(expert_version_ids)
     _check_versions(versions, clean)
@@ -165,7 +150,7 @@ def _refresh_leaderboards(*, user, reason: str, version: GatingVersion | None) -
 
 def gating_promote(*, version: GatingVersion, user) -> Promotion:
     """Put an evaluated version into production and refresh the leaderboards."""
-    _require_maintainer(user, "promote gating models")
+    require_maintainer(user, "promote gating models")
     with transaction.atomic():
         version = GatingVersion.objects.select_for_update().get(pk=version.pk)
         if version.status != GatingVersion.Status.EVALUATED:
@@ -183,7 +168,7 @@ def gating_promote(*, version: GatingVersion, user) -> Promotion:
 
 def gating_rollback(*, user) -> Promotion | None:
     """Undo the latest promotion; production returns to the version before it (or to none)."""
-    _require_maintainer(user, "roll back production")
+    require_maintainer(user, "roll back production")
     with transaction.atomic():
         current = (Promotion.objects.select_for_update().filter(rolled_back=False)
                    .select_related("version").first())

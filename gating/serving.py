@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from gating import selectors
-from moecollab_site.api import DomainError
+from moecollab_site.errors import DomainError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def predict_max_chars() -> int:
 class _Loaded:
     version_id: int
     number: int
-    predictor: object  # gating.ml.pipeline.Predictor
+    predictor: object  # gating.ml.predictor.Predictor
 
 
 class _State:
@@ -61,7 +61,7 @@ def _backbone():
         import torch
 
         from experts.ml.backbone import BackboneConfig, load_backbone
-        from gating.ml.pipeline import prepare_for_serving
+        from gating.ml.predictor import prepare_for_serving
 
         # One intra-op thread per process: on a busy 2-core box, OpenMP threads that spin
         # while another process holds a core turn a 15 ms request into 600 ms. Scale with
@@ -78,7 +78,8 @@ def _backbone():
 
 
 def _load(version_id: int) -> _Loaded:
-    from gating.ml.pipeline import Predictor, load_bundle
+    from gating.ml.bundle import load_bundle
+    from gating.ml.predictor import Predictor
 
     version = selectors.gating_version_get(pk=version_id)
     if version is None or not version.weights:

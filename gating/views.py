@@ -14,7 +14,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from experts.selectors import expert_versions_approved
 from gating import charts, selectors, services, serving
 from gating.models import GatingVersion
-from moecollab_site.api import DomainError
+from moecollab_site.errors import DomainError
 from moecollab_site.roles import is_maintainer
 
 PARAM_FIELDS = ("top_k", "temperature", "lambda_bal", "lambda_z", "lambda_h", "epochs",

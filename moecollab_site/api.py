@@ -4,19 +4,11 @@ from __future__ import annotations
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import pagination, serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-
-class DomainError(Exception):
-    """A rule of the platform was broken; carries a message for the user and an HTTP status."""
-
-    def __init__(self, message: str, *, code: str = "invalid", status_code: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.status_code = status_code
+from moecollab_site.errors import FORBIDDEN, DomainError
 
 
 def _first_message(detail) -> str:
@@ -45,6 +37,8 @@ def exception_handler(exc, context):
     }
     if isinstance(exc, ValidationError) and isinstance(detail, dict):
         error["fields"] = detail
+    if isinstance(exc, PermissionDenied):
+        error["code"] = FORBIDDEN  # the services' code for the same refusal, not DRF's own
     if response.status_code == status.HTTP_429_TOO_MANY_REQUESTS:
         error["code"] = "throttled"
     response.data = {"error": error}

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from django.contrib.auth.models import Group, Permission, User
 
+from moecollab_site.errors import forbidden
+
 CONTRIBUTOR = "contributor"
 MAINTAINER = "maintainer"
 
@@ -61,6 +63,12 @@ def is_maintainer(user) -> bool:
     if not user.is_authenticated:
         return False
     return user.is_superuser or user.groups.filter(name=MAINTAINER).exists()
+
+
+def require_maintainer(user, what: str) -> None:
+    """The one refusal for maintainer-only actions: 403, code "forbidden"."""
+    if not is_maintainer(user):
+        raise forbidden(f"only maintainers can {what}")
 
 
 def is_contributor(user) -> bool:

@@ -6,8 +6,17 @@ import os
 import pytest
 from django.contrib.auth.models import User
 
+from experts.models import Domain, Expert
 from moecollab_site.roles import CONTRIBUTOR, MAINTAINER, user_add_role
-from tests.helpers import WorkerProcess, data_dir, database_url_of
+from tests.helpers import (
+    NEWS_LABELS,
+    WorkerProcess,
+    artifact_bytes,
+    data_dir,
+    database_url_of,
+    make_domain,
+    make_expert,
+)
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -65,6 +74,24 @@ def stranger(db) -> User:
 @pytest.fixture
 def maintainer(db) -> User:
     return _user("maya", MAINTAINER)
+
+
+@pytest.fixture
+def news(db) -> Domain:
+    """The news domain (AG News' four topics), without data."""
+    return make_domain("news", labels=NEWS_LABELS)
+
+
+@pytest.fixture
+def expert(owner, news) -> Expert:
+    """alice's expert for news, with no versions yet."""
+    return make_expert(owner, news, "news-mlp")
+
+
+@pytest.fixture(scope="session")
+def artifact() -> tuple[bytes, bytes]:
+    """(manifest bytes, weights bytes) of a valid head expert for news on the platform backbone."""
+    return artifact_bytes()
 
 
 @pytest.fixture

@@ -1,17 +1,28 @@
 """Test helpers shared by many test files (fixtures live in conftest.py)."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from experts.models import DataSplit, Domain, Expert, ExpertVersion
+
 REPO = Path(__file__).resolve().parent.parent
+NEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+TOY_LABELS = ["neg", "pos"]
+# The backbone a version built without an artifact claims (the pages show its first 12 digits).
+FINGERPRINT = "ab" * 32
 
 
 def data_dir() -> Path:
@@ -90,6 +101,77 @@ def wait_for(predicate, *, timeout: float, interval: float = 0.5, what: str = "c
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+# Rows ---------------------------------------------------------------------------------------
+# One set of builders for domains, experts and versions, written straight to the database (no
+# service, no job): for tests that need the rows, not the path that creates them.
+
+
+def jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+
+
+def make_domain(name: str = "toy", *, labels: list[str] | None = None, created_by=None,
+                splits: dict[str, list[dict]] | None = None) -> Domain:
+    """A domain; `splits` maps a split kind to its {"text", "label"} rows (test private)."""
+    domain = Domain.objects.create(name=name, description=f"{name} texts",
+                                   labels=list(labels or TOY_LABELS), created_by=created_by)
+    for kind, rows in (splits or {}).items():
+        payload = jsonl(rows)
+        split = DataSplit(domain=domain, kind=kind, is_private=kind == DataSplit.Kind.TEST,
+                          n_rows=len(rows), sha256=hashlib.sha256(payload).hexdigest())
+        split.file.save(f"{name}-{kind}.jsonl", ContentFile(payload), save=False)
+        split.save()
+    return domain
+
+
+def make_expert(owner: User, domain: Domain, name: str | None = None, **fields) -> Expert:
+    return Expert.objects.create(owner=owner, domain=domain, name=name or f"{domain.name}-x",
+                                 **fields)
+
+
+def make_version(expert: Expert, *, status: str = ExpertVersion.Status.APPROVED,
+                 number: int | None = None, accuracy: float | None = None,
+                 macro_f1: float | None = None, fingerprint: str = FINGERPRINT,
+                 split_layer: int = 6, artifact: Path | None = None,
+                 with_files: bool = False) -> ExpertVersion:
+    """A version row in any status, as if validation had run (no job, no worker).
+
+    artifact: a folder with manifest.json and weights.safetensors (make_artifact, a trained
+    expert) whose files and manifest the version gets; with_files: placeholder files instead.
+    """
+    number = number or (expert.versions.count() + 1)
+    metrics = {}
+    if accuracy is not None:
+        metrics = {"test_accuracy": accuracy, "test_macro_f1": macro_f1 or accuracy,
+                   "n_eval": 40, "eval_split": "test"}
+    manifest = {"backbone": {"name": "tiny-backbone", "fingerprint": fingerprint},
+                "domain": expert.domain.name, "split_layer": split_layer}
+    manifest_bytes, weights_bytes = b'{"kind": "head"}', b"WEIGHTS-" + str(number).encode()
+    sha = f"{expert.pk:04d}{number:04d}".ljust(64, "0")
+    if artifact is not None:
+        manifest_bytes = (artifact / "manifest.json").read_bytes()
+        weights_bytes = (artifact / "weights.safetensors").read_bytes()
+        manifest = json.loads(manifest_bytes)
+        fingerprint = manifest["backbone"]["fingerprint"]
+        sha = hashlib.sha256(weights_bytes).hexdigest()
+    files = {}
+    if artifact is not None or with_files:
+        folder = f"experts/{expert.pk}/v{number}"
+        files = {"manifest_file": default_storage.save(f"{folder}/manifest.json",
+                                                       ContentFile(manifest_bytes)),
+                 "weights": default_storage.save(f"{folder}/weights.safetensors",
+                                                 ContentFile(weights_bytes))}
+    return ExpertVersion.objects.create(
+        expert=expert, number=number, status=status, kind=manifest.get("kind", "head"),
+        metrics=metrics, n_parameters=3330, size_bytes=13320, backbone_fingerprint=fingerprint,
+        manifest=manifest, weights_sha256=sha, training_params={"validation_job": None},
+        checks=[{"name": "manifest schema", "ok": True, "message": "ok", "where": "upload"}],
+        **files)
+
+
+# Artifacts ----------------------------------------------------------------------------------
+
+
 def make_artifact(folder: Path, *, domain: str = "news", labels: list[str] | None = None,
                   seed: int = 0, mlp_hidden: int = 16) -> tuple[Path, Path]:
     """A real head-expert artifact on the platform's backbone, random weights, written to disk."""
@@ -111,6 +193,13 @@ def make_artifact(folder: Path, *, domain: str = "news", labels: list[str] | Non
                 training={"note": "random weights made by a test", "seed": seed},
                 metrics={"dev_accuracy": 0.25})
     return folder / "manifest.json", folder / "weights.safetensors"
+
+
+def artifact_bytes(**kwargs) -> tuple[bytes, bytes]:
+    """(manifest.json, weights.safetensors) of make_artifact(**kwargs), kept nowhere on disk."""
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest, weights = make_artifact(Path(tmp), **kwargs)
+        return manifest.read_bytes(), weights.read_bytes()
 
 
 def media_files(root: Path) -> list[Path]:
@@ -136,8 +225,8 @@ def train_real_artifact(domain_dir: Path, out: Path, *, cache_dir: Path) -> Path
     """Train a head expert with the engine on a domain folder and export its artifact."""
     from experts.ml.artifact import save_expert
     from experts.ml.backbone import BackboneConfig, load_backbone
+    from experts.ml.data import load_domain_dir
     from experts.ml.features import FeatureCache
-    from training.ml.data import load_domain_dir
     from training.ml.expert_train import ExpertTrainConfig, train_expert
 
     backbone = load_backbone(BackboneConfig(device="cpu"))

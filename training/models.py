@@ -91,15 +91,28 @@ class Job(models.Model):
         self.refresh_from_db()
         return True
 
-    def finish(self, *, status: str, metrics: dict | None = None, error: str = "") -> None:
-        """Record the end state, only if the job is still running (a sweep may have ended it)."""
+    def finish(self, *, status: str, metrics: dict | None = None, error: str = "") -> bool:
+        """Record the end state, only if the job is still running (a sweep may have ended it).
+
+        Returns whether this call ended the job.
+        """
         fields: dict = {"status": status, "finished_at": timezone.now(), "error": error[:10000]}
         if metrics is not None:
             fields["metrics"] = metrics
         if status == Job.Status.SUCCEEDED:
             fields["progress_current"] = models.F("progress_total")
-        Job.objects.filter(pk=self.pk, status=Job.Status.RUNNING).update(**fields)
+        ended = Job.objects.filter(pk=self.pk, status=Job.Status.RUNNING).update(**fields)
         self.refresh_from_db()
+        return bool(ended)
+
+    def fail(self, error: str, *, traceback: str = "") -> bool:
+        """End a running job as failed: the runner, the task-died signal and the stale sweep.
+
+        `error` is the one-line reason everyone sees; `traceback` follows it after a blank
+        line. Returns False when the job had already ended (a cancel or a sweep came first).
+        """
+        return self.finish(status=Job.Status.FAILED,
+                           error=f"{error}\n\n{traceback}" if traceback else error)
 
 
 class WorkerHeartbeat(models.Model):

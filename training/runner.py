@@ -91,7 +91,7 @@ def run_job(job_id: int, *, worker: str) -> str:
     handler = HANDLERS.get(job.kind)
     ctx = JobContext(job)
     if handler is None:
-        job.finish(status=Job.Status.FAILED, error=f"no handler for job kind {job.kind!r}")
+        job.fail(f"no handler for job kind {job.kind!r}")
         return job.status
     ctx.log(f"started on {worker}")
     try:
@@ -106,8 +106,7 @@ def run_job(job_id: int, *, worker: str) -> str:
         log.exception("job %s failed", job_id)
         ctx.log(f"failed: {exc}")
         ctx.flush()
-        summary = f"{type(exc).__name__}: {exc}"
-        job.finish(status=Job.Status.FAILED, error=f"{summary}\n\n{traceback.format_exc()}")
+        job.fail(f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     else:
         ctx.log("finished")
         ctx.flush()

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import logging
 
+from celery import signature
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnreachable
 
-from moecollab_site.api import DomainError
+from moecollab_site.errors import DomainError
 from training.models import Job
 
 # Explicit limits per queue (seconds): soft raises inside the task, hard kills it.
@@ -19,6 +20,8 @@ QUEUE_OF_KIND = {
 }
 # A few quick tries, then give up: the request that created the job must not hang on the broker.
 PUBLISH_RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
+# Sent by name: the task module (training.tasks) is the layer above and imports this one.
+RUN_JOB_TASK = "training.run_job"
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +32,13 @@ def job_dispatch(*, job: Job) -> bool:
     The job stays queued either way and dispatched_at is set, so the stale-job sweep sends it
     again after MOECOLLAB_REQUEUE_AFTER_S: a broker outage delays jobs, it never loses them.
     """
-    from training.tasks import run_job_task
-
     soft, hard = TIME_LIMITS[Job.Queue(job.queue)]
     try:
-        result = run_job_task.apply_async(
+        # ignore_result as the task declares it: the same message whether the task module is
+        # loaded in this process (a worker) or not (the web process).
+        result = signature(RUN_JOB_TASK).apply_async(
             args=[job.pk], queue=job.queue, soft_time_limit=soft, time_limit=hard,
-            retry=True, retry_policy=PUBLISH_RETRY,
+            retry=True, retry_policy=PUBLISH_RETRY, ignore_result=True,
         )
     except BrokerUnreachable as exc:
         log.error("job %s not sent, the broker is unreachable (%s); the stale-job sweep will "
@@ -100,12 +103,8 @@ def jobs_sweep_stale() -> dict:
     for job in running.exclude(worker__in=alive):
         last = WorkerHeartbeat.objects.filter(hostname=job.worker).values_list("last_seen")
         seen = f"last heartbeat {last[0][0]:%Y-%m-%d %H:%M:%S} UTC" if last else "no heartbeat"
-        failed += Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING).update(
-            status=Job.Status.FAILED,
-            finished_at=now,
-            error=f"worker {job.worker or '?'} stopped while running this job ({seen}); "
-                  "marked failed by the stale-job sweep",
-        )
+        failed += job.fail(f"worker {job.worker or '?'} stopped while running this job "
+                           f"({seen}); marked failed by the stale-job sweep")
     requeue_before = now - timedelta(seconds=settings.MOECOLLAB_REQUEUE_AFTER_S)
     requeued = 0
     # Sent long ago but never claimed, or never sent at all (the web process died between

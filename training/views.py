@@ -7,7 +7,7 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from moecollab_site.api import DomainError
+from moecollab_site.errors import DomainError
 from moecollab_site.roles import is_maintainer
 from training import selectors, services
 from training.models import Job

@@ -93,8 +93,8 @@ class LiveApi:
 @pytest.fixture
 def demo(worker_env, maintainer, settings, tmp_path):
     """The demo installation (four domains, approved experts, a production gating model)."""
-    from experts.demo import BUILT, demo_prepare
     from gating import serving
+    from moecollab_site.demo import BUILT, demo_prepare
 
     settings.VAR_DIR = tmp_path / "var"
     result = demo_prepare(maintainer=maintainer, max_train=40, progress=None)

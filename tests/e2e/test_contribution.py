@@ -9,8 +9,8 @@ import pytest
 from playwright.sync_api import expect
 
 from experts import services
-from experts.demo import SAMPLE_DATA_DIR
 from experts.models import ExpertVersion
+from moecollab_site.demo import SAMPLE_DATA_DIR
 from tests.e2e.conftest import JOB_TIMEOUT_MS, log_in
 from tests.helpers import make_artifact
 

@@ -9,10 +9,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from playwright.sync_api import expect
 
 from experts import services
-from experts.demo import SAMPLE_DATA_DIR
 from experts.models import Domain, ExpertVersion
 from gating import serving
 from gating.models import GatingVersion
+from moecollab_site.demo import SAMPLE_DATA_DIR
 from tests.e2e.conftest import JOB_TIMEOUT_MS, Visitor, log_in
 from tests.helpers import train_real_artifact, wait_for
 

@@ -14,24 +14,6 @@ from experts.models import DataSplit, Domain, Expert, ExpertRequest, ExpertVersi
 from tests.helpers import api_client_for, make_artifact, media_files
 from training.models import Job
 
-NEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
-
-
-@pytest.fixture
-def news(db) -> Domain:
-    return Domain.objects.create(name="news", labels=NEWS_LABELS, description="topics")
-
-
-@pytest.fixture
-def expert(owner, news) -> Expert:
-    return Expert.objects.create(owner=owner, domain=news, name="news-mlp")
-
-
-@pytest.fixture(scope="module")
-def artifact(tmp_path_factory):
-    manifest, weights = make_artifact(tmp_path_factory.mktemp("artifact"))
-    return manifest.read_bytes(), weights.read_bytes()
-
 
 def upload(client, expert_id, manifest: bytes, weights: bytes, **extra):
     return client.post(

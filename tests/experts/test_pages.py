@@ -14,24 +14,22 @@ from experts.models import (
     LeaderboardEntry,
     Notification,
 )
-from tests.experts.pages_support import dataset_file, make_domain, make_expert, make_version
+from tests.experts.pages_support import dataset_file
+from tests.helpers import make_domain, make_expert, make_version
 
 S = ExpertVersion.Status
 
 
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
 @pytest.fixture
 def domain(maintainer):
-    return make_domain(maintainer)
+    return make_domain(created_by=maintainer)
 
 
 @pytest.fixture
 def expert(owner, domain):
-    return make_expert(owner, domain)
+    """The page tests' expert: alice's "sharp" on the toy domain (not conftest's news one)."""
+    return make_expert(owner, domain, "sharp", license="MIT",
+                       description="A sharp classifier")
 
 
 def _login(client, user):
@@ -69,7 +67,7 @@ def test_it_lists_experts_with_domain_owner_latest_status_and_accuracy(client, e
 
 
 def test_it_filters_and_searches_the_experts_list(client, owner, stranger, maintainer, domain):
-    other = make_domain(maintainer, name="news", labels=["world", "sports"])
+    other = make_domain("news", labels=["world", "sports"], created_by=maintainer)
     a = make_expert(owner, domain, name="alpha", description="sentiment of tweets")
     b = make_expert(stranger, other, name="bravo", description="headlines")
     make_version(a, status=S.APPROVED, accuracy=0.9)

@@ -7,38 +7,29 @@ import pytest
 
 from experts import services
 from experts.models import ExpertRequest, ExpertVersion, Notification, ReviewComment
-from tests.experts.pages_support import (
-    dataset_file,
-    make_domain,
-    make_expert,
-    make_version,
-    real_artifact,
-    upload_files,
-)
+from tests.experts.pages_support import dataset_file, real_artifact, upload_files
+from tests.helpers import make_domain, make_expert, make_version
 from training.models import Job
 
 S = ExpertVersion.Status
 XHR = {"HTTP_X_REQUESTED_WITH": "XMLHttpRequest", "HTTP_ACCEPT": "application/json"}
 
 
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-    return settings.MEDIA_ROOT
-
-
 @pytest.fixture(scope="module")
 def artifact():
+    """A toy-domain artifact, for the toy expert below (not conftest's news one)."""
     return real_artifact()
 
 
 @pytest.fixture
 def expert(owner, maintainer):
-    return make_expert(owner, make_domain(maintainer))
+    """The page tests' expert: alice's "sharp" on the toy domain (not conftest's news one)."""
+    return make_expert(owner, make_domain(created_by=maintainer), "sharp", license="MIT",
+                       description="A sharp classifier")
 
 
-def _stored_files(media) -> list:
-    return [p for p in media.rglob("*") if p.is_file() and "datasets" not in p.parts]
+def _stored_files(media_root) -> list:
+    return [p for p in media_root.rglob("*") if p.is_file() and "datasets" not in p.parts]
 
 
 def _body(response) -> str:
@@ -48,7 +39,7 @@ def _body(response) -> str:
 # Upload -------------------------------------------------------------------------------------
 
 
-def test_it_uploads_a_real_artifact_from_the_form(client, owner, expert, artifact, media):
+def test_it_uploads_a_real_artifact_from_the_form(client, owner, expert, artifact, media_root):
     client.force_login(owner)
     page = _body(client.get(f"/experts/{expert.pk}/upload/"))
     assert 'enctype="multipart/form-data"' in page and "csrfmiddlewaretoken" in page
@@ -60,7 +51,7 @@ def test_it_uploads_a_real_artifact_from_the_form(client, owner, expert, artifac
     assert version.status == S.VALIDATING and version.kind == "head"
     job = Job.objects.get(kind=Job.Kind.VALIDATE_EXPERT)
     assert version.training_params["validation_job"] == job.pk
-    assert len(_stored_files(media)) == 2
+    assert len(_stored_files(media_root)) == 2
     body = _body(client.get(response["Location"]))
     assert "Validating" in body and "validation is queued" in body
     assert f'data-status-url="/jobs/{job.pk}/status.json"' in body
@@ -85,7 +76,7 @@ def test_it_answers_upload_js_with_json(client, owner, expert, artifact):
 
 
 def test_it_refuses_uploads_from_anyone_but_the_owner(client, expert, stranger, maintainer,
-                                                      artifact, media):
+                                                      artifact, media_root):
     url = f"/experts/{expert.pk}/upload/"
     response = client.post(url, upload_files(*artifact))
     assert response.status_code == 302 and response["Location"].startswith("/login/")
@@ -98,10 +89,10 @@ def test_it_refuses_uploads_from_anyone_but_the_owner(client, expert, stranger, 
         xhr = client.post(url, upload_files(*artifact), **XHR)
         assert xhr.status_code == 403 and xhr.json()["error"]["code"] == "forbidden"
     assert not ExpertVersion.objects.exists() and not Job.objects.exists()
-    assert _stored_files(media) == []
+    assert _stored_files(media_root) == []
 
 
-def test_it_shows_why_a_malformed_upload_was_refused(client, owner, expert, artifact, media):
+def test_it_shows_why_a_malformed_upload_was_refused(client, owner, expert, artifact, media_root):
     manifest, weights = artifact
     client.force_login(owner)
     url = f"/experts/{expert.pk}/upload/"
@@ -123,7 +114,7 @@ def test_it_shows_why_a_malformed_upload_was_refused(client, owner, expert, arti
     assert wrong_backbone.status_code == 400 and "backbone: " in _body(wrong_backbone)
 
     assert not ExpertVersion.objects.exists() and not Job.objects.exists()
-    assert _stored_files(media) == []
+    assert _stored_files(media_root) == []
 
 
 def test_it_links_an_upload_to_the_request_it_answers(client, owner, stranger, expert,

@@ -1,20 +1,19 @@
 """Domains, splits and approved expert versions for the gating tests.
 
 `gating_artifacts` trains small real head experts once per session (Django-free, on the packaged
-backbone); `make_gating_setup` turns them (or placeholders) into database rows.
+backbone); `make_gating_setup` turns them (or placeholders) into database rows with the
+builders of tests/helpers.py.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from django.core.files.base import ContentFile
 
-from tests.helpers import data_dir
+from tests.helpers import data_dir, make_domain, make_expert, make_version
 
 DOMAINS = ("news", "spam", "sentiment")
 ROWS_PER_SPLIT = 60
@@ -60,8 +59,8 @@ def gating_artifacts(tmp_path_factory) -> list[Artifact]:
 
     from experts.ml.artifact import save_expert
     from experts.ml.backbone import BackboneConfig, load_backbone
+    from experts.ml.data import DomainData
     from experts.ml.features import FeatureCache
-    from training.ml.data import DomainData
     from training.ml.expert_train import ExpertTrainConfig, train_expert
 
     backbone = load_backbone(BackboneConfig(device="cpu"))
@@ -83,42 +82,35 @@ def gating_artifacts(tmp_path_factory) -> list[Artifact]:
     return out
 
 
-def _jsonl(rows: list[dict]) -> bytes:
-    return "".join(json.dumps(r) + "\n" for r in rows).encode()
+@pytest.fixture(scope="session")
+def branch_artifact(tmp_path_factory) -> Artifact:
+    """A branch expert for questions (its own copies of layers 4-6), trained on 60 rows."""
+    from django.conf import settings
+
+    from experts.ml.artifact import save_expert
+    from experts.ml.backbone import BackboneConfig, load_backbone
+    from experts.ml.data import DomainData
+    from experts.ml.features import FeatureCache
+    from training.ml.expert_train import ExpertTrainConfig, train_expert
+
+    backbone = load_backbone(BackboneConfig(device="cpu"))
+    cache = FeatureCache(settings.MOECOLLAB_FEATURE_CACHE_DIR, backbone)
+    splits = domain_splits("questions")
+    data = DomainData(name="questions", description="", labels=domain_labels("questions"),
+                      train=[(r["text"], r["label"]) for r in splits["train"]],
+                      dev=[(r["text"], r["label"]) for r in splits["dev"]])
+    trained = train_expert(ExpertTrainConfig(kind="branch", split_layer=4, epochs=2,
+                                             device="cpu"),
+                           backbone=backbone, cache=cache, domain=data)
+    folder = save_expert(trained.expert, tmp_path_factory.mktemp("branch") / "questions",
+                         backbone=backbone, training=trained.training, metrics=trained.metrics)
+    return Artifact("questions", folder, backbone.fingerprint, 4)
 
 
-def make_domain(name: str, *, kinds=("train", "dev", "test")):
-    from experts.models import DataSplit, Domain
-
-    domain = Domain.objects.create(name=name, labels=domain_labels(name))
+def shared_domain(name: str, *, kinds=("train", "dev", "test")):
+    """A domain of the shared data sets with the 60-row splits of the given kinds."""
     splits = domain_splits(name)
-    for kind in kinds:
-        payload = _jsonl(splits[kind])
-        split = DataSplit(domain=domain, kind=kind, is_private=kind == "test",
-                          n_rows=len(splits[kind]), sha256=hashlib.sha256(payload).hexdigest())
-        split.file.save(f"{name}-{kind}.jsonl", ContentFile(payload), save=False)
-        split.save()
-    return domain
-
-
-def make_version(*, owner, domain, fingerprint="f" * 64, split_layer=6, artifact=None,
-                 status="approved", name=None):
-    from experts.models import Expert, ExpertVersion
-
-    expert = Expert.objects.create(owner=owner, domain=domain, name=name or f"{domain.name}-x")
-    version = ExpertVersion(expert=expert, number=1, status=status, kind="head",
-                            backbone_fingerprint=fingerprint,
-                            manifest={"split_layer": split_layer, "domain": domain.name})
-    if artifact is not None:
-        manifest = (artifact.folder / "manifest.json").read_bytes()
-        version.manifest = json.loads(manifest)
-        version.manifest_file.save(f"{domain.name}/manifest.json", ContentFile(manifest),
-                                   save=False)
-        version.weights.save(f"{domain.name}/weights.safetensors",
-                             ContentFile((artifact.folder / "weights.safetensors").read_bytes()),
-                             save=False)
-    version.save()
-    return version
+    return make_domain(name, labels=domain_labels(name), splits={k: splits[k] for k in kinds})
 
 
 @pytest.fixture
@@ -128,13 +120,9 @@ def make_gating_setup():
     def build(owner, *, artifacts=None, domains=DOMAINS, kinds=("train", "dev", "test")):
         versions = []
         for i, name in enumerate(domains):
-            domain = make_domain(name, kinds=kinds)
-            artifact = artifacts[i] if artifacts else None
-            versions.append(make_version(
-                owner=owner, domain=domain, artifact=artifact,
-                fingerprint=artifact.fingerprint if artifact else "f" * 64,
-                split_layer=artifact.split_layer if artifact else 6,
-            ))
+            expert = make_expert(owner, shared_domain(name, kinds=kinds))
+            versions.append(make_version(expert,
+                                         artifact=artifacts[i].folder if artifacts else None))
         return versions
 
     return build

@@ -7,7 +7,8 @@ from django.utils import timezone
 
 from gating.models import GatingMember, GatingVersion, Promotion
 from gating.views import dashboard_charts
-from tests.gating.conftest import make_domain, make_version
+from tests.gating.conftest import shared_domain
+from tests.helpers import make_expert, make_version
 from training.models import Job
 
 
@@ -48,7 +49,7 @@ def make_evaluated(number: int, versions, accuracy: float) -> GatingVersion:
 
 
 def test_it_draws_every_chart_of_a_version_dashboard(client, owner, maintainer):
-    versions = [make_version(owner=owner, domain=make_domain(d)) for d in ("news", "spam")]
+    versions = [make_version(make_expert(owner, shared_domain(d))) for d in ("news", "spam")]
     old = make_evaluated(1, versions, 0.6)
     Promotion.objects.create(version=old, promoted_by=maintainer)
     new = make_evaluated(2, versions, 0.8)
@@ -66,15 +67,15 @@ def test_it_draws_every_chart_of_a_version_dashboard(client, owner, maintainer):
 
 
 def test_it_escapes_labels_inside_the_charts(owner):
-    domain = make_domain("news")
-    versions = [make_version(owner=owner, domain=domain, name="<script>x</script>"),
-                make_version(owner=owner, domain=make_domain("spam"))]
+    domain = shared_domain("news")
+    versions = [make_version(make_expert(owner, domain, "<script>x</script>")),
+                make_version(make_expert(owner, shared_domain("spam")))]
     svg = dashboard_charts(make_evaluated(1, versions, 0.5), None)["load"]
     assert "<script>" not in svg and "&lt;script&gt;" in svg
 
 
 def test_it_shows_production_and_the_jobs_overview_on_the_index(client, owner, maintainer):
-    versions = [make_version(owner=owner, domain=make_domain(d)) for d in ("news", "spam")]
+    versions = [make_version(make_expert(owner, shared_domain(d))) for d in ("news", "spam")]
     version = make_evaluated(1, versions, 0.7)
     Promotion.objects.create(version=version, promoted_by=maintainer)
     Job.objects.create(kind=Job.Kind.TRAIN_GATING, status=Job.Status.RUNNING)
@@ -94,7 +95,7 @@ def test_it_shows_production_and_the_jobs_overview_on_the_index(client, owner, m
 
 def test_it_lets_a_maintainer_start_training_from_the_form(client, owner, maintainer):
     for d in ("news", "spam"):
-        make_version(owner=owner, domain=make_domain(d))
+        make_version(make_expert(owner, shared_domain(d)))
     # A deleted version leaves the primary key ahead of the version number.
     GatingVersion.objects.create(number=99).delete()
     client.force_login(maintainer)

@@ -34,6 +34,7 @@ def test_it_refuses_promotion_and_rollback_to_non_maintainers(who, code, owner, 
     response = client.post("/api/v1/gating/rollback/")
     assert response.status_code == code
     assert response.json()["error"]["message"]
+    assert response.json()["error"]["code"] == {401: "not_authenticated", 403: "forbidden"}[code]
     assert selectors.production_version_id() == version.pk
     assert Promotion.objects.count() == 1
 

@@ -5,8 +5,10 @@ import pytest
 
 from experts.models import DataSplit
 from gating.models import GatingMember, GatingVersion
-from tests.gating.conftest import make_domain, make_version
-from tests.helpers import api_client_for
+from gating.services import gating_train_start
+from moecollab_site.errors import DomainError
+from tests.gating.conftest import shared_domain
+from tests.helpers import api_client_for, make_expert, make_version
 from training.models import Job
 
 URL = "/api/v1/gating/"
@@ -47,7 +49,18 @@ def test_it_refuses_training_to_non_maintainers(who, owner, make_gating_setup):
     client = api_client_for(None if who == "anonymous" else owner)
     response = client.post(URL, {}, format="json")
     assert response.status_code == (401 if who == "anonymous" else 403)
-    assert "error" in response.json()
+    assert response.json()["error"]["code"] == (
+        "not_authenticated" if who == "anonymous" else "forbidden")
+    assert nothing_created()
+
+
+def test_it_refuses_non_maintainers_with_the_one_not_allowed_error(owner, make_gating_setup):
+    # The service's own check (the HTML form reaches it too), with the experts' code and status.
+    make_gating_setup(owner)
+    with pytest.raises(DomainError) as refused:
+        gating_train_start(user=owner)
+    assert (refused.value.code, refused.value.status_code) == ("forbidden", 403)
+    assert refused.value.message == "only maintainers can train gating models"
     assert nothing_created()
 
 
@@ -62,7 +75,7 @@ def test_it_lets_anyone_read_the_list_and_detail(owner, maintainer, make_gating_
 
 
 def test_it_refuses_when_there_are_no_approved_experts(maintainer, owner):
-    make_version(owner=owner, domain=make_domain("news"), status="awaiting_review")
+    make_version(make_expert(owner, shared_domain("news")), status="awaiting_review")
     response = api_client_for(maintainer).post(URL, {}, format="json")
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "no_experts"
@@ -71,7 +84,7 @@ def test_it_refuses_when_there_are_no_approved_experts(maintainer, owner):
 
 
 def test_it_refuses_a_single_expert(maintainer, owner):
-    make_version(owner=owner, domain=make_domain("news"))
+    make_version(make_expert(owner, shared_domain("news")))
     response = api_client_for(maintainer).post(URL, {}, format="json")
     assert response.status_code == 400
     assert "at least 2 experts" in response.json()["error"]["message"]
@@ -79,8 +92,8 @@ def test_it_refuses_a_single_expert(maintainer, owner):
 
 
 def test_it_refuses_experts_on_different_backbones(maintainer, owner):
-    make_version(owner=owner, domain=make_domain("news"), fingerprint="a" * 64)
-    make_version(owner=owner, domain=make_domain("spam"), fingerprint="b" * 64)
+    make_version(make_expert(owner, shared_domain("news")), fingerprint="a" * 64)
+    make_version(make_expert(owner, shared_domain("spam")), fingerprint="b" * 64)
     response = api_client_for(maintainer).post(URL, {}, format="json")
     assert response.status_code == 400
     error = response.json()["error"]
@@ -88,18 +101,18 @@ def test_it_refuses_experts_on_different_backbones(maintainer, owner):
     assert nothing_created()
 
 
-def test_it_refuses_experts_reading_different_layers(maintainer, owner):
-    make_version(owner=owner, domain=make_domain("news"), split_layer=6)
-    make_version(owner=owner, domain=make_domain("spam"), split_layer=4)
+def test_it_combines_experts_reading_different_layers(maintainer, owner):
+    # One trunk serves every split layer: "all approved" over mixed kinds is not refused.
+    make_version(make_expert(owner, shared_domain("news")), split_layer=6)
+    make_version(make_expert(owner, shared_domain("spam")), split_layer=4)
     response = api_client_for(maintainer).post(URL, {}, format="json")
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "mixed_split_layers"
-    assert nothing_created()
+    assert response.status_code == 201, response.json()
+    assert GatingVersion.objects.get().members.count() == 2
 
 
 def test_it_refuses_a_domain_without_a_train_split(maintainer, owner):
-    make_version(owner=owner, domain=make_domain("news"))
-    make_version(owner=owner, domain=make_domain("spam", kinds=("dev", "test")))
+    make_version(make_expert(owner, shared_domain("news")))
+    make_version(make_expert(owner, shared_domain("spam", kinds=("dev", "test"))))
     response = api_client_for(maintainer).post(URL, {}, format="json")
     assert response.status_code == 400
     assert response.json()["error"]["message"].startswith("domain(s) spam have no train split")

@@ -10,15 +10,14 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from experts.models import (
-    DataSplit,
     Domain,
-    Expert,
     ExpertRequest,
     ExpertVersion,
     LeaderboardEntry,
 )
 from gating.models import GatingMember, GatingVersion, Promotion
 from moecollab_site.roles import MAINTAINER, user_add_role
+from tests.helpers import make_domain, make_expert, make_version
 from training.models import Job
 
 MAX_QUERIES = 25
@@ -31,21 +30,16 @@ def _user() -> User:
 
 
 def _domain() -> Domain:
-    n = next(_ids)
-    domain = Domain.objects.create(name=f"domain-{n}", labels=["a", "b"])
-    for kind in ("train", "test"):
-        DataSplit.objects.create(domain=domain, kind=kind, file=f"datasets/{n}-{kind}.jsonl",
-                                 n_rows=2, sha256="0" * 64, is_private=kind == "test")
-    return domain
+    rows = [{"text": "one", "label": "a"}, {"text": "two", "label": "b"}]
+    return make_domain(f"domain-{next(_ids)}", labels=["a", "b"],
+                       splits={"train": rows, "test": rows})
 
 
 def _version(*, domain: Domain | None = None, status: str = "approved") -> ExpertVersion:
-    expert = Expert.objects.create(owner=_user(), domain=domain or _domain(),
-                                   name=f"expert-{next(_ids)}", description="d")
-    ExpertVersion.objects.create(expert=expert, number=1, status="rejected", kind="head")
-    return ExpertVersion.objects.create(
-        expert=expert, number=2, status=status, kind="head", backbone_fingerprint="f" * 64,
-        metrics={"test_accuracy": 0.5, "test_macro_f1": 0.5}, manifest={"split_layer": 6})
+    """A version of its own contributor's expert, with a rejected version before it."""
+    expert = make_expert(_user(), domain or _domain(), f"expert-{next(_ids)}", description="d")
+    make_version(expert, status="rejected")
+    return make_version(expert, status=status, accuracy=0.5)
 
 
 def add_experts(n: int) -> None:

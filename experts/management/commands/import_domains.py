@@ -6,7 +6,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from experts.services import domain_import_folder
-from moecollab_site.api import DomainError
+from moecollab_site.errors import DomainError
 
 
 class Command(BaseCommand):

@@ -10,8 +10,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from experts.ml.artifact import save_expert
 from experts.ml.backbone import BackboneConfig, load_backbone
+from experts.ml.data import DomainDataError, load_domain_dir
 from experts.ml.features import FeatureCache
-from training.ml.data import DomainDataError, load_domain_dir
 from training.ml.expert_train import ExpertTrainConfig, train_expert
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from moecollab_site.api import DomainError
 from moecollab_site.roles import MAINTAINER, user_add_role
 
 
@@ -53,21 +52,13 @@ class Command(BaseCommand):
 
     def _demo(self, username: str) -> None:
         """Build the demo before the worker starts, so the two do not race for its jobs."""
-        from experts.demo import BUILT, SKIPPED, demo_prepare
-
-        data_dir = Path(settings.MOECOLLAB_DATA_DIR) if settings.MOECOLLAB_DATA_DIR else None
         try:
-            result = demo_prepare(maintainer=User.objects.get(username=username),
-                                  data_dir=data_dir, max_train=1500,
-                                  progress=self.stdout._out)  # raw stream: bars redraw
-        except DomainError as exc:
+            # Its defaults are this command's: MOECOLLAB_DATA_DIR, 1500 train rows per domain.
+            call_command("prepare_demo", maintainer=username,
+                         stdout=self.stdout._out)  # raw stream: bars redraw
+        except CommandError as exc:
             # The platform is still worth starting; the message says what to fix.
-            self.stdout.write(self.style.WARNING(f"demo not built: {exc.message}"))
-            return
-        if result.status == SKIPPED:
-            self.stdout.write(self.style.WARNING(result.message))
-        elif result.status != BUILT:
-            self.stdout.write(result.message)
+            self.stdout.write(self.style.WARNING(f"demo not built: {exc}"))
 
     def _links(self, addr: str) -> str:
         from gating.selectors import production_version

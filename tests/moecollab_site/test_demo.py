@@ -9,9 +9,12 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.utils.module_loading import autodiscover_modules
 
-from experts.demo import (
+from experts.models import DataSplit, Domain, ExpertVersion, LeaderboardEntry
+from gating import serving
+from gating.models import GatingMember, GatingVersion, Promotion
+from gating.selectors import production_version
+from moecollab_site.demo import (
     ALREADY_BUILT,
     BUILT,
     DEMO_CONTRIBUTORS,
@@ -21,12 +24,9 @@ from experts.demo import (
     _capped_folder,
     demo_prepare,
 )
-from experts.models import DataSplit, Domain, Expert, ExpertVersion, LeaderboardEntry
-from gating import serving
-from gating.models import GatingMember, GatingVersion, Promotion
-from gating.selectors import production_version
+from moecollab_site.management.commands.prepare_demo import TerminalProgress, demo_summary
 from moecollab_site.roles import CONTRIBUTOR
-from tests.helpers import api_client_for
+from tests.helpers import api_client_for, make_domain, make_expert, make_version
 from training.models import Job
 from training.runner import HANDLERS
 
@@ -92,7 +92,6 @@ def test_it_caps_a_large_folder_deterministically_and_carves_a_test_split(tmp_pa
 def test_it_builds_a_working_demo_resumes_it_and_then_reuses_it(
         db, maintainer, client, settings, tmp_path, monkeypatch):
     settings.VAR_DIR = tmp_path / "var"
-    autodiscover_modules("handlers")
     real_train_gating = HANDLERS[Job.Kind.TRAIN_GATING]
 
     def interrupted(job, ctx):
@@ -109,9 +108,11 @@ def test_it_builds_a_working_demo_resumes_it_and_then_reuses_it(
 
     monkeypatch.setitem(HANDLERS, Job.Kind.TRAIN_GATING, real_train_gating)
     out = io.StringIO()
-    result = demo_prepare(maintainer=maintainer, data_dir=None, max_train=40, progress=out)
+    result = demo_prepare(maintainer=maintainer, data_dir=None, max_train=40,
+                          progress=TerminalProgress(out))
     assert result.status == BUILT, result.message
-    assert "3/3 gating model" in out.getvalue() and "summary test accuracy" in out.getvalue()
+    assert "Preparing the demo" in out.getvalue() and "3/3 gating model" in out.getvalue()
+    assert "summary test accuracy" in demo_summary(result)
 
     # Four domains with private test splits; questions (42 train rows) was capped to 40.
     assert sorted(Domain.objects.values_list("name", flat=True)) == sorted(DEMO_CONTRIBUTORS)
@@ -175,8 +176,7 @@ def test_it_builds_a_working_demo_resumes_it_and_then_reuses_it(
 def test_it_leaves_an_installation_with_experts_of_its_own_alone(db, owner, maintainer,
                                                                     settings, tmp_path):
     settings.VAR_DIR = tmp_path / "var"
-    legal = Domain.objects.create(name="legal", labels=["a", "b"])
-    Expert.objects.create(owner=owner, domain=legal, name="mine")
+    make_expert(owner, make_domain("legal", labels=["a", "b"]), "mine")
     before = _counts()
     result = demo_prepare(maintainer=maintainer, data_dir=None, max_train=40, progress=None)
     assert result.status == SKIPPED and "1 expert(s) of its own" in result.message
@@ -185,8 +185,8 @@ def test_it_leaves_an_installation_with_experts_of_its_own_alone(db, owner, main
 
 def test_it_does_not_replace_a_domain_someone_created(db, maintainer, settings, tmp_path):
     settings.VAR_DIR = tmp_path / "var"
-    Domain.objects.create(name="news", labels=["World", "Sports", "Business", "Sci/Tech"],
-                          created_by=maintainer)
+    make_domain("news", labels=["World", "Sports", "Business", "Sci/Tech"],
+                created_by=maintainer)
     before = _counts()
     result = demo_prepare(maintainer=maintainer, data_dir=None, max_train=40, progress=None)
     assert result.status == SKIPPED and "'news' already exists" in result.message
@@ -196,9 +196,7 @@ def test_it_does_not_replace_a_domain_someone_created(db, maintainer, settings, 
 def test_it_skips_when_a_model_of_the_installation_is_in_production(db, owner, maintainer,
                                                                       settings, tmp_path):
     settings.VAR_DIR = tmp_path / "var"
-    domain = Domain.objects.create(name="legal", labels=["a", "b"])
-    expert = Expert.objects.create(owner=owner, domain=domain, name="mine")
-    version = ExpertVersion.objects.create(expert=expert, number=1, status="approved")
+    version = make_version(make_expert(owner, make_domain("legal", labels=["a", "b"]), "mine"))
     gating = GatingVersion.objects.create(number=1, status=GatingVersion.Status.EVALUATED)
     GatingMember.objects.create(version=gating, expert_version=version, position=0)
     Promotion.objects.create(version=gating, promoted_by=maintainer)
@@ -215,8 +213,7 @@ def test_it_needs_a_maintainer_to_prepare_the_demo_from_the_command_line(db, own
 
 def test_it_says_why_the_command_skipped_the_demo(db, owner, maintainer, settings, tmp_path):
     settings.VAR_DIR = tmp_path / "var"
-    Expert.objects.create(owner=owner, domain=Domain.objects.create(name="legal", labels=["a"]),
-                          name="mine")
+    make_expert(owner, make_domain("legal", labels=["a"]), "mine")
     out = io.StringIO()
     call_command("prepare_demo", "--maintainer", maintainer.username, stdout=out)
     assert "demo skipped: this installation already has 1 expert(s)" in out.getvalue()
@@ -225,7 +222,6 @@ def test_it_says_why_the_command_skipped_the_demo(db, owner, maintainer, setting
 def test_it_revalidates_an_expert_whose_validation_was_interrupted(
         db, maintainer, settings, tmp_path, monkeypatch):
     settings.VAR_DIR = tmp_path / "var"
-    autodiscover_modules("handlers")
     real_validate = HANDLERS[Job.Kind.VALIDATE_EXPERT]
 
     def interrupted(job, ctx):

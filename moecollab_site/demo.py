@@ -11,31 +11,28 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
-from django.utils.module_loading import autodiscover_modules
-from tqdm import tqdm
 
+from experts import demo_data
 from experts.datasets import DatasetError, parse_dataset
 from experts.models import DataSplit, Domain, Expert, ExpertVersion
 from gating.models import GatingVersion
-from moecollab_site.api import DomainError
+from moecollab_site.errors import DomainError
 from moecollab_site.roles import CONTRIBUTOR, user_add_role
 from training.models import Job
 from training.runner import run_job
 
-SAMPLE_DATA_DIR = Path(__file__).resolve().parent / "demo_data"
+SAMPLE_DATA_DIR = Path(demo_data.__file__).resolve().parent  # the marketplace keeps the set
 # One contributor per domain, so the contributor leaderboard has several rows.
 DEMO_CONTRIBUTORS = {"news": "ada", "questions": "grace", "sentiment": "alan",
                      "spam": "katherine"}
@@ -65,62 +62,27 @@ def _worker_name() -> str:
     return f"demo@{socket.gethostname()}"
 
 
-def _say(out: TextIO | None, message: str) -> None:
-    if out is not None:
-        out.write(message + "\n")
-        out.flush()
+class DemoStep:
+    """One stage of the build with a known amount of work; silent here."""
+
+    def advance(self, n: int = 1) -> None:
+        """n more units of the stage are done."""
+
+    def note(self, text: str) -> None:
+        """What the stage is doing now."""
 
 
-def _bar(out: TextIO | None, *, total: int, desc: str) -> tqdm:
-    interactive = out is not None and getattr(out, "isatty", lambda: False)()
-    bar = tqdm(total=total, desc=desc, file=out, disable=out is None, leave=True,
-               mininterval=0.2 if interactive else 10.0, dynamic_ncols=interactive,
-               bar_format="{desc:<20} {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} "
-                          "[{elapsed}]{postfix}")
-    bar.interactive = interactive
-    return bar
+class DemoProgress:
+    """Where the build reports as it goes; this base is silent (prepare_demo draws bars)."""
 
+    @contextlib.contextmanager
+    def building(self, message: str) -> Iterator[None]:
+        """Around the whole build, entered only when there is work to do."""
+        yield
 
-def _note(bar: tqdm, text: str) -> None:
-    """What the step is doing now; redrawn at once on a terminal, with the next update in a log."""
-    bar.set_postfix_str(text[:60], refresh=bar.interactive)
-
-
-class _BarHandler(logging.Handler):
-    """Shows what the running job says (its progress messages) next to the current bar."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.bar: tqdm | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self.bar is not None:
-            _note(self.bar, record.getMessage())
-
-
-@contextlib.contextmanager
-def _terminal(out: TextIO | None) -> Iterator[_BarHandler]:
-    """While bars are drawn, job chatter goes to the bars instead of the console log."""
-    handler = _BarHandler()
-    if out is None:
-        yield handler
-        return
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # its weight-loading bars would break ours
-    root = logging.getLogger()
-    saved = [(h, h.level) for h in root.handlers]
-    for h, level in saved:
-        h.setLevel(max(level, logging.WARNING))
-    runner = logging.getLogger("training.runner")
-    runner.addHandler(handler)
-    try:
-        yield handler
-    finally:
-        runner.removeHandler(handler)
-        hf_logging.enable_progress_bar()
-        for h, level in saved:
-            h.setLevel(level)
+    @contextlib.contextmanager
+    def step(self, desc: str, *, total: int) -> Iterator[DemoStep]:
+        yield DemoStep()
 
 
 # Who and what belongs to the demo -----------------------------------------------------------
@@ -170,7 +132,7 @@ def _result_of(version: GatingVersion, status: str, message: str) -> DemoResult:
 
 
 def _read_rows(path: Path, labels: list[str]) -> list[tuple[str, str]]:
-    from training.ml.data import read_jsonl
+    from experts.ml.data import read_jsonl
 
     return read_jsonl(path, labels) if path.is_file() else []
 
@@ -187,7 +149,7 @@ def _capped_folder(src: Path, dest: Path, *, max_train: int) -> Path:
     test.jsonl (like shared/data) gets a test split carved out of its dev rows, disjoint from
     the dev rows kept, so the demo is scored on rows nothing was trained or tuned on.
     """
-    from training.ml.data import subsample
+    from experts.ml.data import subsample
 
     labels = json.loads((src / "domain.json").read_text(encoding="utf-8"))["labels"]
     train = _read_rows(src / "train.jsonl", labels)
@@ -216,7 +178,7 @@ def _demo_folders(data_dir: Path | None, max_train: int) -> dict[str, Path]:
     if missing:
         raise DemoError(f"{src} has no {', '.join(missing)} domain folder(s); the demo needs "
                         f"{', '.join(DEMO_CONTRIBUTORS)}")
-    from training.ml.data import DomainDataError
+    from experts.ml.data import DomainDataError
 
     scratch = Path(settings.VAR_DIR) / "demo-data"
     try:
@@ -274,16 +236,15 @@ def _conflict(folders: dict[str, Path]) -> str | None:
 
 def _run(job_id: int) -> Job:
     """Run a queued job here (or wait for the worker that took it); return it finished."""
-    autodiscover_modules("handlers")  # what a worker registers at start-up
     job = Job.objects.get(pk=job_id)
     if job.status == Job.Status.RUNNING and job.worker == _worker_name():
-        job.finish(status=Job.Status.FAILED, error=INTERRUPTED)  # an earlier build died
+        job.fail(INTERRUPTED)  # an earlier build died
         return job
     try:
         run_job(job_id, worker=_worker_name())
     except BaseException:
         # Ctrl-C inside a handler: the job must not stay "running" for ever.
-        Job.objects.get(pk=job_id).finish(status=Job.Status.FAILED, error=INTERRUPTED)
+        Job.objects.get(pk=job_id).fail(INTERRUPTED)
         raise
     job.refresh_from_db()
     deadline = time.monotonic() + WAIT_FOR_WORKER_S
@@ -311,16 +272,14 @@ def _train_and_upload(expert: Expert, folder: Path, *, seed: int,
     """The contributor's side: train a head expert with the engine, upload its artifact."""
     from experts import services
     from experts.ml.artifact import MANIFEST_NAME, WEIGHTS_NAME, save_expert
+    from experts.ml.data import load_domain_dir
     from experts.runtime import worker_backbone, worker_feature_cache
-    from training.ml.data import load_domain_dir
     from training.ml.expert_train import ExpertTrainConfig, train_expert
 
     backbone = worker_backbone()
     data = load_domain_dir(folder)
     data.test = []  # the contributor never sees the private test split
-    # Small sets (the bundled one) need more, smaller steps per epoch to fit.
-    batch_size = min(64, max(8, len(data.train) // 8))
-    trained = train_expert(ExpertTrainConfig(kind="head", seed=seed, batch_size=batch_size,
+    trained = train_expert(ExpertTrainConfig(kind="head", seed=seed,
                                              device=settings.MOECOLLAB_DEVICE),
                            backbone=backbone, cache=worker_feature_cache(), domain=data,
                            on_progress=on_progress)
@@ -342,15 +301,13 @@ def _revalidate(version: ExpertVersion) -> ExpertVersion:
     with transaction.atomic():
         job = job_create(kind=Job.Kind.VALIDATE_EXPERT, user=version.expert.owner,
                          params={"version_id": version.pk})
-        params = {**version.training_params, "validation_job": job.pk}
-        ExpertVersion.objects.filter(pk=version.pk).update(
-            status=ExpertVersion.Status.VALIDATING, training_params=params)
+        version.mark_validating(validation_job=job.pk)
     version.refresh_from_db()
     return version
 
 
-def _demo_expert(name: str, folder: Path, *, maintainer, bar: tqdm) -> ExpertVersion:
-    """One approved expert for a domain: reuse, resume or build it (4 bar units)."""
+def _demo_expert(name: str, folder: Path, *, maintainer, step: DemoStep) -> ExpertVersion:
+    """One approved expert for a domain: reuse, resume or build it (4 units of the step)."""
     from experts import services
 
     domain = Domain.objects.get(name=name)
@@ -362,20 +319,20 @@ def _demo_expert(name: str, folder: Path, *, maintainer, bar: tqdm) -> ExpertVer
     versions = list(expert.versions.order_by("-number"))
     version = next((v for v in versions if v.status == ExpertVersion.Status.APPROVED), None)
     if version is not None:
-        bar.update(4)
+        step.advance(4)
         return version
     version = next((v for v in versions if v.status in (
         ExpertVersion.Status.VALIDATING, ExpertVersion.Status.AWAITING_REVIEW,
         ExpertVersion.Status.CHANGES_REQUESTED)), None)
     if version is None:
-        _note(bar, f"{name}: training")
+        step.note(f"{name}: training")
         version = _train_and_upload(
             expert, folder, seed=len(versions),
-            on_progress=lambda done, total, msg: _note(
-                bar, f"{name}: {msg}" + ("" if "/" in msg else f" {done}/{total}")))
-    bar.update(2)
+            on_progress=lambda done, total, msg: step.note(
+                f"{name}: {msg}" + ("" if "/" in msg else f" {done}/{total}")))
+    step.advance(2)
     if version.status == ExpertVersion.Status.VALIDATING:
-        _note(bar, f"{name}: validating")
+        step.note(f"{name}: validating")
         job = _run(version.training_params["validation_job"])
         if job.error == INTERRUPTED:
             job = _run(_revalidate(version).training_params["validation_job"])
@@ -383,16 +340,16 @@ def _demo_expert(name: str, folder: Path, *, maintainer, bar: tqdm) -> ExpertVer
         if version.status != ExpertVersion.Status.AWAITING_REVIEW:
             raise DemoError(f"the demo expert {version.label} failed validation: "
                             f"{version.error or _job_failure(job)}")
-    bar.update(1)
+    step.advance(1)
     version = services.expert_version_review(
         user=maintainer, version=version, action="approve",
         comment="Approved by the demo set-up.")
-    bar.update(1)
+    step.advance(1)
     return version
 
 
 def _demo_gating(versions: list[ExpertVersion], *, maintainer, max_train: int,
-                 bar: tqdm) -> GatingVersion:
+                 step: DemoStep) -> GatingVersion:
     """Train (or resume), evaluate and promote a gating model of exactly these experts."""
     from gating import services as gating_services
     from training.services import job_create
@@ -417,7 +374,7 @@ def _demo_gating(versions: list[ExpertVersion], *, maintainer, max_train: int,
         if job.status != Job.Status.SUCCEEDED:
             raise DemoError(f"training gating v{gating.number} failed: {_job_failure(job)}")
         gating.refresh_from_db()
-    bar.update(1)
+    step.advance(1)
     if gating.status == GatingVersion.Status.TRAINED:
         job = _run(gating.eval_job_id)
         if job.error == INTERRUPTED:
@@ -426,25 +383,25 @@ def _demo_gating(versions: list[ExpertVersion], *, maintainer, max_train: int,
         if job.status != Job.Status.SUCCEEDED:
             raise DemoError(f"evaluating gating v{gating.number} failed: {_job_failure(job)}")
         gating.refresh_from_db()
-    bar.update(1)
+    step.advance(1)
     gating_services.gating_promote(version=gating, user=maintainer)
-    bar.update(1)
+    step.advance(1)
     # Promotion (and each approval) queued a leaderboard refresh; run them so the boards are
     # filled when the web server starts, worker or not.
     for job_id in Job.objects.filter(kind=Job.Kind.REFRESH_LEADERBOARDS,
                                      status=Job.Status.QUEUED).values_list("pk", flat=True):
         _run(job_id)
-    bar.update(1)
+    step.advance(1)
     gating.refresh_from_db()
     return gating
 
 
 def demo_prepare(*, maintainer, data_dir: Path | None = None, max_train: int = 1500,
-                 progress: TextIO | None = None) -> DemoResult:
+                 progress: DemoProgress | None = None) -> DemoResult:
     """Build the demo, resume a half-built one, or say why it is already there or skipped.
 
     data_dir: a folder of domain folders laid out like shared/data (None: the sample set kept
-    in experts/demo_data). progress: where bars and messages go (None: silent).
+    in experts/demo_data). progress: what reports each step (None: silent).
     """
     version = demo_production()
     if version is not None:
@@ -469,36 +426,20 @@ def demo_prepare(*, maintainer, data_dir: Path | None = None, max_train: int = 1
         return DemoResult(status=SKIPPED, message=f"demo skipped: {reason}")
     from experts import services  # imports torch: only once there is work to do
 
+    progress = progress or DemoProgress()
     source = data_dir if data_dir is not None else "the bundled sample set"
-    _say(progress, f"Preparing the demo from {source} (train rows per domain ≤ {max_train}):")
-    with _terminal(progress) as handler:
-        with _bar(progress, total=len(folders), desc="1/3 import domains") as bar:
+    with progress.building(f"Preparing the demo from {source} (train rows per domain ≤ "
+                           f"{max_train}):"):
+        with progress.step("1/3 import domains", total=len(folders)) as step:
             for name, folder in folders.items():
-                _note(bar, name)
+                step.note(name)
                 services.domain_import_folder(path=folder)
-                bar.update(1)
-        with _bar(progress, total=4 * len(folders), desc="2/3 experts") as bar:
-            handler.bar = bar
-            experts = [_demo_expert(name, folder, maintainer=maintainer, bar=bar)
+                step.advance(1)
+        with progress.step("2/3 experts", total=4 * len(folders)) as step:
+            experts = [_demo_expert(name, folder, maintainer=maintainer, step=step)
                        for name, folder in folders.items()]
-        with _bar(progress, total=4, desc="3/3 gating model") as bar:
-            handler.bar = bar
-            gating = _demo_gating(experts, maintainer=maintainer, max_train=max_train, bar=bar)
-    result = _result_of(gating, BUILT, f"demo built: gating v{gating.number} is in production")
-    _say(progress, demo_summary(result))
-    return result
+        with progress.step("3/3 gating model", total=4) as step:
+            gating = _demo_gating(experts, maintainer=maintainer, max_train=max_train,
+                                  step=step)
+    return _result_of(gating, BUILT, f"demo built: gating v{gating.number} is in production")
 
-
-def demo_summary(result: DemoResult) -> str:
-    """The demo's numbers in a few lines for the terminal."""
-    if result.gating_version_id is None:
-        return result.message
-    lines = [result.message]
-    if result.accuracy is not None:
-        lines.append(f"  summary test accuracy {result.accuracy:.3f}, expert utilisation "
-                     f"{result.utilization:.3f}")
-    experts = ", ".join(f"{name} {acc:.2f}" for name, acc in sorted(result.experts.items())
-                        if acc is not None)
-    if experts:
-        lines.append(f"  expert test accuracy: {experts}")
-    return "\n".join(lines)
