@@ -12,4 +12,4 @@ RUN SECRET_KEY=build-only-key-build-only-key-build-only-key-0123456789 \
 RUN useradd --create-home moecollab && mkdir -p /data/media && chown moecollab /data/media
 USER moecollab
 EXPOSE 8000
-CMD ["gunicorn", "moecollab_site.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3"]
+CMD ["gunicorn", "moecollab_site.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4"]

@@ -1,11 +1,12 @@
 """REST endpoints of the marketplace; each validates input, calls one service, serializes."""
 from __future__ import annotations
 
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, permissions, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,6 +21,7 @@ from experts.serializers import (
     LeaderboardEntrySerializer,
     NotificationPageSerializer,
     NotificationSerializer,
+    PlatformSerializer,
     RequestSerializer,
     ReviewSerializer,
     SplitUploadSerializer,
@@ -37,7 +39,15 @@ READ = error_responses(401, 404)
 
 
 def _valid(serializer_class, request, **kwargs):
+    """The validated body; a read-only field sent anyway (a request's status, its answers) is
+    refused by name, as the schema says, instead of silently ignored."""
     s = serializer_class(data=request.data, **kwargs)
+    if hasattr(request.data, "keys"):
+        sent = sorted(name for name, field in s.fields.items()
+                      if field.read_only and name in request.data)
+        if sent:
+            raise ValidationError({name: ["read-only: set by the platform, not by a request"]
+                                   for name in sent})
     s.is_valid(raise_exception=True)
     return s.validated_data
 
@@ -107,9 +117,9 @@ class ExpertListCreate(generics.ListAPIView):
 
     def get_queryset(self):
         p = self.request.query_params
-        return selectors.expert_list(domain=p.get("domain"), kind=p.get("kind"),
-                                     status=p.get("status"), contributor=p.get("contributor"),
-                                     text=p.get("q"))
+        return selectors.expert_list(user=self.request.user, domain=p.get("domain"),
+                                     kind=p.get("kind"), status=p.get("status"),
+                                     contributor=p.get("contributor"), text=p.get("q"))
 
     @extend_schema(request=ExpertSerializer,
                    responses={201: ExpertSerializer, **error_responses(400, 401, 409)},
@@ -126,7 +136,7 @@ class ExpertDetail(APIView):
 
     @extend_schema(responses={200: ExpertSerializer, **READ})
     def get(self, request, pk: int):
-        expert = get_object_or_404(selectors.expert_list(), pk=pk)
+        expert = get_object_or_404(selectors.expert_list(user=request.user), pk=pk)
         return Response(ExpertSerializer(expert).data)
 
     @extend_schema(request=ExpertUpdateSerializer,
@@ -152,15 +162,19 @@ class VersionListUpload(APIView):
     @extend_schema(request={"multipart/form-data": VersionUploadSerializer},
                    responses={201: VersionSerializer,
                               **error_responses(400, 401, 403, 404, 409, 413)},
-                   description="Upload an artifact as a new version (the expert's owner); it is "
+                   description="Upload an artifact as a new version (the expert's owner): "
+                               "manifest + weights, or a LoRA adapter as peft's save_pretrained "
+                               "writes it (adapter_config + adapter_model + labels). It is "
                                "checked at once (400 names the failed check, 409 a duplicate, "
                                "413 a file over the limit) and validated by a job.")
     def post(self, request, pk: int):
         expert = get_object_or_404(Expert.objects.select_related("domain"), pk=pk)
         data = _valid(VersionUploadSerializer, request)
         version = services.expert_version_upload(
-            user=request.user, expert=expert, manifest=data["manifest"],
-            weights=data["weights"], answers_request=data.get("answers_request"))
+            user=request.user, expert=expert, manifest=data.get("manifest"),
+            weights=data.get("weights"), adapter_config=data.get("adapter_config"),
+            adapter_model=data.get("adapter_model"), labels=data.get("labels"),
+            answers_request=data.get("answers_request"))
         return Response(VersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
@@ -218,14 +232,24 @@ class VersionDownload(APIView):
                        OpenApiTypes.BINARY, description="weights.safetensors"),
                    (200, "application/json"): OpenApiResponse(
                        OpenApiTypes.OBJECT, description="manifest.json"),
+                   (200, "application/zip"): OpenApiResponse(
+                       OpenApiTypes.BINARY, description="the version's folder (file=folder)"),
                    **error_responses(400, 401, 403, 404)},
-        parameters=[OpenApiParameter("file", str, enum=["weights", "manifest"])])
+        parameters=[OpenApiParameter(
+            "file", str, enum=["weights", "manifest", "folder"],
+            description="folder: a zip of the version's folder with its model card (README.md "
+                        "with Hub metadata); a LoRA expert's loads with "
+                        "PeftModel.from_pretrained")])
     def get(self, request, pk: int, number: int):
         version = _version_or_404(request, pk, number)
         services.expert_version_download(user=request.user, version=version)
         which = request.query_params.get("file", "weights")
-        if which not in ("weights", "manifest"):
-            raise DomainError("file must be 'weights' or 'manifest'")
+        if which not in ("weights", "manifest", "folder"):
+            raise DomainError("file must be 'weights', 'manifest' or 'folder'")
+        if which == "folder":
+            name, data = services.expert_version_folder(version=version)
+            return HttpResponse(data, content_type="application/zip", headers={
+                "Content-Disposition": f'attachment; filename="{name}"'})
         field = version.weights if which == "weights" else version.manifest_file
         filename = f"{version.expert.name}-v{version.number}-" + (
             "weights.safetensors" if which == "weights" else "manifest.json")
@@ -256,7 +280,8 @@ class RequestListCreate(generics.ListAPIView):
     parser_classes = UPLOAD_PARSERS + [JSONParser]
 
     def get_queryset(self):
-        return selectors.request_list(status=self.request.query_params.get("status"))
+        return selectors.request_list(user=self.request.user,
+                                      status=self.request.query_params.get("status"))
 
     @extend_schema(parameters=[OpenApiParameter("status", str, description="open or closed")],
                    responses={200: RequestSerializer(many=True), **READ})
@@ -279,7 +304,7 @@ class RequestDetail(generics.RetrieveAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        return selectors.request_list()
+        return selectors.request_list(user=self.request.user)
 
 
 class RequestClose(APIView):
@@ -291,6 +316,7 @@ class RequestClose(APIView):
     def post(self, request, pk: int):
         req = services.request_close(user=request.user,
                                      request=get_object_or_404(ExpertRequest, pk=pk))
+        req = selectors.request_list(user=request.user).get(pk=req.pk)  # visible answers only
         return Response(RequestSerializer(req).data)
 
 
@@ -337,3 +363,14 @@ class NotificationList(generics.ListAPIView):
         """Mark every notification read."""
         services.notifications_mark_read(user=request.user)
         return self.list(request)
+
+
+class PlatformDetail(APIView):
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(responses={200: PlatformSerializer, **error_responses(401)},
+                   description="What an uploaded artifact is checked against: the platform's "
+                               "backbone (fingerprint, layers, width, layer config) and the "
+                               "size caps. `moecollab inspect` checks against it offline.")
+    def get(self, request):
+        return Response(PlatformSerializer(selectors.platform_description()).data)

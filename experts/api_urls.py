@@ -27,4 +27,5 @@ urlpatterns = [
     path("leaderboards/contributors/", api.ContributorLeaderboard.as_view(),
          name="api-leaderboard-contributors"),
     path("notifications/", api.NotificationList.as_view(), name="api-notifications"),
+    path("platform/", api.PlatformDetail.as_view(), name="api-platform"),
 ]

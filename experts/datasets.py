@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from experts.ml import safe_json
+
 MAX_TEXT_CHARS = 20_000
 MAX_LINE_BYTES = 256 * 1024
 
@@ -90,9 +92,11 @@ def _jsonl_rows(lines: Iterator[tuple[int, bytes]], labels,
                 continue
             raise DatasetError(f"line {number}: empty row")
         try:
-            record = json.loads(line)
+            record = safe_json.loads(line, what="the row")
         except json.JSONDecodeError as exc:
             raise DatasetError(f"line {number}: not valid JSON ({exc.msg})") from None
+        except safe_json.JSONRefused as exc:
+            raise DatasetError(f"line {number}: {exc}") from None
         if not isinstance(record, dict):
             raise DatasetError(f"line {number}: expected an object with 'text' and 'label'")
         missing = [c for c in ("text", "label") if c not in record]

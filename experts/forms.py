@@ -16,7 +16,8 @@ class ExpertFilterForm(forms.Form):
                         widget=forms.TextInput(attrs={"placeholder": "name, description, domain"}))
     domain = forms.ChoiceField(required=False)
     kind = forms.ChoiceField(required=False,
-                             choices=[("", "any kind"), ("head", "head"), ("branch", "branch")])
+                             choices=[("", "any kind"), ("head", "head"), ("branch", "branch"),
+                                      ("lora", "lora")])
     status = forms.ChoiceField(required=False,
                                choices=[("", "any status"), *ExpertVersion.Status.choices])
     contributor = forms.CharField(required=False,
@@ -46,13 +47,42 @@ class ExpertEditForm(forms.Form):
 
 
 class VersionUploadForm(forms.Form):
-    manifest = forms.FileField(widget=forms.ClearableFileInput(attrs={"accept": ".json"}),
+    """An expert artifact (manifest + weights), or a LoRA folder as peft's save_pretrained
+    writes it (adapter_config.json + adapter_model.safetensors) with the label order."""
+
+    manifest = forms.FileField(required=False,
+                               widget=forms.ClearableFileInput(attrs={"accept": ".json"}),
                                help_text="manifest.json as written by the engine")
     weights = forms.FileField(
-        widget=forms.ClearableFileInput(attrs={"accept": ".safetensors"}),
+        required=False, widget=forms.ClearableFileInput(attrs={"accept": ".safetensors"}),
         help_text="weights.safetensors")
+    adapter_config = forms.FileField(
+        required=False, label="LoRA: adapter_config.json",
+        widget=forms.ClearableFileInput(attrs={"accept": ".json"}),
+        help_text="or a LoRA adapter: the adapter_config.json peft's save_pretrained wrote")
+    adapter_model = forms.FileField(
+        required=False, label="LoRA: adapter_model.safetensors",
+        widget=forms.ClearableFileInput(attrs={"accept": ".safetensors"}),
+        help_text="its adapter_model.safetensors (save with safe_serialization=True)")
+    labels = forms.CharField(
+        required=False, label="LoRA: label order",
+        help_text="the domain's labels in the order of the adapter's outputs, comma-separated")
     answers_request = forms.TypedChoiceField(required=False, coerce=int, empty_value=None,
                                              label="Answers request")
+
+    def clean(self):
+        data = super().clean()
+        artifact = data.get("manifest") or data.get("weights")
+        lora = data.get("adapter_config") or data.get("adapter_model") or data.get("labels")
+        if not artifact and not lora:
+            raise forms.ValidationError("choose manifest.json and weights.safetensors, or a "
+                                        "LoRA adapter's two files and its label order")
+        if artifact and lora:
+            raise forms.ValidationError("upload either an artifact or a LoRA adapter, not both")
+        if lora:
+            data["labels"] = [x.strip() for x in (data.get("labels") or "").split(",")
+                              if x.strip()]
+        return data
 
     def __init__(self, *args, domain: Domain, **kwargs):
         super().__init__(*args, **kwargs)
@@ -68,7 +98,8 @@ class TrainRequestForm(forms.Form):
         widget=forms.ClearableFileInput(attrs={"accept": ".jsonl,.csv"}),
         help_text="JSONL or CSV with the columns text and label")
     kind = forms.ChoiceField(choices=[("head", "head: an MLP on the shared trunk"),
-                                      ("branch", "branch: fine-tuned top layers plus a head")])
+                                      ("branch", "branch: fine-tuned top layers plus a head"),
+                                      ("lora", "lora: a PEFT LoRA adapter plus a head")])
     epochs = forms.IntegerField(required=False, min_value=1, max_value=100,
                                 help_text="Leave empty for the platform's default.")
 

@@ -51,6 +51,23 @@ def _mark_cancelled(version: ExpertVersion, reason: str) -> None:
                         link=services.version_link(version))
 
 
+@Job.settles(Job.Kind.VALIDATE_EXPERT, Job.Kind.TRAIN_EXPERT)
+def _settle_version(job: Job, status: str, reason: str) -> None:
+    """However its job ended (killed worker, sweep, time limit, cancel), the version says so."""
+    version = ExpertVersion.objects.select_related("expert__owner").filter(
+        pk=job.params.get("version_id")).first()
+    if version is None:
+        return
+    what = "training" if job.kind == Job.Kind.TRAIN_EXPERT else "validation"
+    if what == "validation" and version.training_params.get("validation_job") not in (
+            None, job.pk):
+        return  # a newer validation job owns the version now
+    if status == Job.Status.CANCELLED:
+        _mark_cancelled(version, f"{what} was cancelled before it finished")
+    else:
+        _mark_invalid(version, f"{what} did not finish: {reason}")
+
+
 def _version(job: Job) -> ExpertVersion:
     return ExpertVersion.objects.select_related("expert__domain", "expert__owner").get(
         pk=job.params["version_id"])
@@ -61,16 +78,17 @@ def validate_expert(job: Job, ctx: JobContext) -> dict:
     """Every artifact check, a smoke forward pass, then accuracy on the private test split."""
     from experts.ml.artifact import inspect_artifact, load_expert
     from experts.runtime import worker_backbone, worker_feature_cache
-    from training.ml.scoring import score_expert
+    from experts.uploads import platform_backbone
+    from training.ml.scoring import OUTPUT_CHECK, score_expert
 
     version = _version(job)
     with _version_fails_with_job(version, what="validation"):
         ctx.progress(0, 3, "checking the artifact")
         backbone = worker_backbone()
         manifest_path, weights_path = selectors.version_artifact_paths(version)
-        checks = inspect_artifact(manifest_path, weights_path,
-                                  expected_fingerprint=backbone.fingerprint,
-                                  max_bytes=settings.MOECOLLAB_UPLOAD_MAX_BYTES)
+        checks = inspect_artifact(manifest_path, weights_path, platform=platform_backbone(),
+                                  max_bytes=settings.MOECOLLAB_UPLOAD_MAX_BYTES,
+                                  backbone=backbone)
         recorded = [c for c in version.checks if c.get("where") == "upload"]
         recorded += [{"name": c.name, "ok": c.ok, "message": c.message, "where": "worker"}
                      for c in checks]
@@ -82,7 +100,7 @@ def validate_expert(job: Job, ctx: JobContext) -> dict:
         ctx.check_stop()
         module, _ = load_expert(manifest_path, weights_path,
                                 expected_fingerprint=backbone.fingerprint,
-                                max_bytes=settings.MOECOLLAB_UPLOAD_MAX_BYTES)
+                                max_bytes=settings.MOECOLLAB_UPLOAD_MAX_BYTES, backbone=backbone)
         module.to(backbone.device)
         domain = version.expert.domain
         split = DataSplit.Kind.TEST
@@ -94,6 +112,16 @@ def validate_expert(job: Job, ctx: JobContext) -> dict:
         if rows:
             ctx.progress(1, 3, f"scoring on {len(rows)} {split} examples")
             scores = score_expert(module, rows, cache=worker_feature_cache())
+            # The smoke pass feeds one made-up input; the domain's own texts must give sane
+            # logits too, or the expert poisons every gating training it joins.
+            problem = scores["problem"]
+            recorded.append({"name": OUTPUT_CHECK, "ok": problem is None, "where": "worker",
+                             "message": problem or f"finite, input-dependent logits on "
+                                                   f"{scores['n']} {split} examples"})
+            ExpertVersion.objects.filter(pk=version.pk).update(checks=recorded)
+            if problem is not None:
+                _mark_invalid(version, f"{OUTPUT_CHECK}: {problem}")
+                return {"valid": False, "failed_check": OUTPUT_CHECK, "reason": problem}
             metrics = {"test_accuracy": scores["accuracy"], "test_macro_f1": scores["macro_f1"],
                        "n_eval": scores["n"], "eval_split": split}
         ctx.progress(2, 3, "recording the result")
@@ -113,6 +141,7 @@ def train_expert(job: Job, ctx: JobContext) -> dict:
     """Train a version on the contributor's dataset, store its artifact, queue validation."""
     from experts.ml.artifact import save_expert
     from experts.ml.data import DomainData
+    from experts.ml.lora import save_lora_artifact
     from experts.runtime import worker_backbone, worker_feature_cache
     from training.ml.expert_train import ExpertTrainConfig
     from training.ml.expert_train import train_expert as train
@@ -139,15 +168,17 @@ def train_expert(job: Job, ctx: JobContext) -> dict:
                         domain=data, on_progress=lambda c, t, m="": ctx.progress(c, t, m),
                         should_stop=ctx.should_stop)
         ctx.check_stop()
+        save = save_lora_artifact if cfg.kind == "lora" else save_expert
         with tempfile.TemporaryDirectory() as tmp:
-            out = save_expert(trained.expert, Path(tmp), backbone=worker_backbone(),
+            out = save(trained.expert, Path(tmp), backbone=worker_backbone(),
                               training={**trained.training, "dev": dev_note,
                                         "trained_by": "platform"},
                               metrics=trained.metrics,
                               extra={"name": version.expert.name,
                                      "description": version.expert.description[:1000]})
             manifest_bytes = (out / "manifest.json").read_bytes()
-            weights_bytes = (out / "weights.safetensors").read_bytes()
+            weights_bytes = (out / ("adapter_model.safetensors" if cfg.kind == "lora"
+                                    else "weights.safetensors")).read_bytes()
         sha = hashlib.sha256(weights_bytes).hexdigest()
         with transaction.atomic():
             services.version_store(

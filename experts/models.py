@@ -6,10 +6,12 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from moecollab_site.jsonsafe import FiniteJSONEncoder
 from moecollab_site.roles import is_maintainer
 
 EXPERT_KIND_CHOICES = [("head", "Head (MLP on the pooled trunk)"),
-                       ("branch", "Branch (fine-tuned top layers + head)")]
+                       ("branch", "Branch (fine-tuned top layers + head)"),
+                       ("lora", "LoRA (PEFT adapter on the whole backbone + head)")]
 
 
 class Domain(models.Model):
@@ -129,17 +131,17 @@ class ExpertVersion(models.Model):
                               db_index=True)
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.UPLOAD)
     kind = models.CharField(max_length=10, blank=True)
-    manifest = models.JSONField(default=dict)
+    manifest = models.JSONField(encoder=FiniteJSONEncoder, default=dict)
     manifest_file = models.FileField(upload_to="experts/", blank=True)
     weights = models.FileField(upload_to="experts/", blank=True)
     weights_sha256 = models.CharField(max_length=64, blank=True)
     size_bytes = models.BigIntegerField(default=0)
     backbone_fingerprint = models.CharField(max_length=64, blank=True)
     n_parameters = models.BigIntegerField(default=0)
-    checks = models.JSONField(default=list, blank=True)
-    metrics = models.JSONField(default=dict, blank=True)
+    checks = models.JSONField(encoder=FiniteJSONEncoder, default=list, blank=True)
+    metrics = models.JSONField(encoder=FiniteJSONEncoder, default=dict, blank=True)
     error = models.TextField(blank=True)
-    training_params = models.JSONField(default=dict, blank=True)
+    training_params = models.JSONField(encoder=FiniteJSONEncoder, default=dict, blank=True)
     answers_request = models.ForeignKey("ExpertRequest", null=True, blank=True,
                                         on_delete=models.SET_NULL, related_name="answers")
     download_count = models.PositiveIntegerField(default=0)
@@ -291,7 +293,7 @@ class LeaderboardEntry(models.Model):
     macro_f1 = models.FloatField(null=True)
     credit = models.FloatField(null=True)
     routing_share = models.FloatField(null=True)
-    evidence = models.JSONField(default=dict)
+    evidence = models.JSONField(encoder=FiniteJSONEncoder, default=dict)
     computed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

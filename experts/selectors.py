@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
 from experts.models import (
     DataSplit,
@@ -39,16 +39,20 @@ def domain_rows(*, domain: Domain, kind: str) -> list[tuple[str, str]]:
     return rows
 
 
-def expert_list(*, user=None, domain: str | None = None, kind: str | None = None,
+def expert_list(*, user, domain: str | None = None, kind: str | None = None,
                 status: str | None = None, contributor: str | None = None,
                 text: str | None = None) -> QuerySet[Expert]:
-    qs = Expert.objects.select_related("owner", "domain").prefetch_related("versions")
+    """Experts with the versions this user may see (ExpertVersion.objects.visible_to) in
+    `versions`; the kind and status filters look at those versions only."""
+    visible = ExpertVersion.objects.visible_to(user)
+    qs = Expert.objects.select_related("owner", "domain").prefetch_related(
+        Prefetch("versions", queryset=visible))
     if domain:
         qs = qs.filter(domain__name=domain)
     if kind:
-        qs = qs.filter(versions__kind=kind)
+        qs = qs.filter(Exists(visible.filter(expert=OuterRef("pk"), kind=kind)))
     if status:
-        qs = qs.filter(versions__status=status)
+        qs = qs.filter(Exists(visible.filter(expert=OuterRef("pk"), status=status)))
     if contributor:
         qs = qs.filter(owner__username=contributor)
     if text:
@@ -101,10 +105,11 @@ def notifications_for(*, user) -> QuerySet[Notification]:
     return Notification.objects.filter(user=user)
 
 
-def request_list(*, status: str | None = None) -> QuerySet[ExpertRequest]:
-    # answers: the API lists them per request.
+def request_list(*, user, status: str | None = None) -> QuerySet[ExpertRequest]:
+    """Requests with the answering versions this user may see in `answers`."""
+    visible = ExpertVersion.objects.visible_to(user).select_related("expert__owner")
     qs = ExpertRequest.objects.select_related("author", "domain", "closed_by").prefetch_related(
-        "answers")
+        Prefetch("answers", queryset=visible))
     if status:
         qs = qs.filter(status=status)
     return qs
@@ -142,3 +147,16 @@ def versions_visible(*, user, expert: Expert) -> QuerySet[ExpertVersion]:
 
 def version_get(*, user, expert: Expert, number: int) -> ExpertVersion | None:
     return versions_visible(user=user, expert=expert).filter(number=number).first()
+
+
+def platform_description() -> dict:
+    """What an uploaded artifact is checked against: the backbone and the size caps (the
+    command line's `inspect` runs the same checks offline against this)."""
+    from django.conf import settings
+
+    from experts.ml.upload_checks import MAX_MANIFEST_BYTES
+    from experts.uploads import platform_backbone
+
+    return {"backbone": platform_backbone(),
+            "upload_max_bytes": settings.MOECOLLAB_UPLOAD_MAX_BYTES,
+            "manifest_max_bytes": MAX_MANIFEST_BYTES}

@@ -143,9 +143,26 @@ class ExpertUpdateSerializer(serializers.Serializer):
 
 
 class VersionUploadSerializer(serializers.Serializer):
-    manifest = UploadField(help_text="manifest.json of the artifact")
-    weights = UploadField(help_text="weights.safetensors of the artifact")
+    """An expert artifact (manifest + weights), or a LoRA adapter folder as peft writes it."""
+
+    manifest = UploadField(required=False, help_text="manifest.json of the artifact")
+    weights = UploadField(required=False, help_text="weights.safetensors of the artifact")
+    adapter_config = UploadField(
+        required=False, help_text="LoRA: adapter_config.json as peft's save_pretrained wrote it")
+    adapter_model = UploadField(
+        required=False, help_text="LoRA: adapter_model.safetensors (pickled .bin files are "
+                                  "refused)")
+    labels = StrictCharField(
+        required=False, max_length=20000,
+        help_text="LoRA: the domain's labels in the order of the adapter's head outputs, "
+                  "comma-separated (peft does not record them)")
     answers_request = serializers.IntegerField(required=False, allow_null=True)
+
+    def validate_labels(self, value: str) -> list[str]:
+        labels = [x.strip() for x in value.split(",")]
+        if any(not x for x in labels):
+            raise serializers.ValidationError("labels must be comma-separated non-empty names")
+        return labels
 
 
 class TrainRequestSerializer(serializers.Serializer):
@@ -209,3 +226,30 @@ class NotificationPageSerializer(serializers.Serializer):
     next = serializers.URLField(allow_null=True)
     previous = serializers.URLField(allow_null=True)
     results = NotificationSerializer(many=True)
+
+
+class LayerConfigSerializer(serializers.Serializer):
+    """The Hugging Face fields a branch expert's layers are rebuilt from."""
+
+    model_type = serializers.CharField()
+    hidden_size = serializers.IntegerField()
+    num_attention_heads = serializers.IntegerField()
+    intermediate_size = serializers.IntegerField()
+    hidden_act = serializers.CharField()
+    layer_norm_eps = serializers.FloatField()
+    hidden_dropout_prob = serializers.FloatField()
+    attention_probs_dropout_prob = serializers.FloatField()
+
+
+class BackboneSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    fingerprint = serializers.CharField(help_text="sha256 of config, vocabulary and weights")
+    num_layers = serializers.IntegerField()
+    hidden_size = serializers.IntegerField()
+    layer_config = LayerConfigSerializer()
+
+
+class PlatformSerializer(serializers.Serializer):
+    backbone = BackboneSerializer(help_text="what every artifact must be built on")
+    upload_max_bytes = serializers.IntegerField(help_text="cap on weights.safetensors")
+    manifest_max_bytes = serializers.IntegerField(help_text="cap on manifest.json")

@@ -23,7 +23,7 @@ from experts.models import (
     Notification,
     ReviewComment,
 )
-from experts.uploads import UploadRejected, check_upload
+from experts.uploads import UploadRejected, check_peft_upload, check_upload
 from moecollab_site.errors import DomainError, forbidden
 from moecollab_site.roles import is_maintainer, require_maintainer
 from training.models import Job
@@ -188,25 +188,49 @@ def _next_number(expert: Expert) -> int:
     return (last.number + 1) if last else 1
 
 
-def _open_request(request_id) -> ExpertRequest | None:
+def _open_request(request_id, *, expert: Expert) -> ExpertRequest | None:
+    """The open request a version of `expert` answers: one of its domain, or of none."""
     if request_id in (None, ""):
         return None
-    req = ExpertRequest.objects.filter(pk=request_id).first()
+    req = ExpertRequest.objects.select_related("domain").filter(pk=request_id).first()
     if req is None:
         raise DomainError(f"request {request_id} does not exist", code="not_found",
                           status_code=404)
     if req.status != ExpertRequest.Status.OPEN:
         raise DomainError(f"request {req.pk} is closed")
+    if req.domain_id is not None and req.domain_id != expert.domain_id:
+        raise DomainError(f"request {req.pk} asks for an expert of domain {req.domain.name!r}; "
+                          f"this expert serves domain {expert.domain.name!r}")
     return req
 
 
-def expert_version_upload(*, user, expert: Expert, manifest, weights,
+def expert_version_upload(*, user, expert: Expert, manifest=None, weights=None,
+                          adapter_config=None, adapter_model=None, labels=None,
                           answers_request=None) -> ExpertVersion:
-    """Check an uploaded artifact, store it as a new version and queue its validation job."""
+    """Check an uploaded artifact, store it as a new version and queue its validation job.
+
+    Either the platform's artifact (manifest + weights) or the folder peft's save_pretrained
+    writes for a LoRA expert (adapter_config + adapter_model) with the label order.
+    """
     _require_owner(user, expert, "upload versions of it")
-    request = _open_request(answers_request)
+    request = _open_request(answers_request, expert=expert)
+    peft = adapter_config is not None or adapter_model is not None
+    if peft and (adapter_config is None or adapter_model is None or not labels):
+        raise DomainError("a LoRA upload needs adapter_config (adapter_config.json), "
+                          "adapter_model (adapter_model.safetensors) and labels (the label "
+                          "order of its head)", code="invalid_artifact")
+    if not peft and (manifest is None or weights is None):
+        raise DomainError("upload manifest and weights (an expert artifact), or adapter_config, "
+                          "adapter_model and labels (a PEFT LoRA folder)",
+                          code="invalid_artifact")
     try:
-        checked = check_upload(manifest, weights, max_bytes=settings.MOECOLLAB_UPLOAD_MAX_BYTES)
+        if peft:
+            checked = check_peft_upload(adapter_config, adapter_model, labels=labels,
+                                        domain=expert.domain.name,
+                                        max_bytes=settings.MOECOLLAB_UPLOAD_MAX_BYTES)
+        else:
+            checked = check_upload(manifest, weights,
+                                   max_bytes=settings.MOECOLLAB_UPLOAD_MAX_BYTES)
     except UploadRejected as exc:
         status = 413 if exc.check == "file sizes" and "limit" in exc.message else 400
         raise DomainError(f"{exc.check}: {exc.message}", code="invalid_artifact",
@@ -291,8 +315,8 @@ def expert_version_train_request(*, user, expert: Expert, dataset, kind: str = "
                                  epochs: int | None = None) -> ExpertVersion:
     """Ask the platform to train a version on a labeled dataset (a job on the gpu queue)."""
     _require_owner(user, expert, "train versions of it")
-    if kind not in ("head", "branch"):
-        raise DomainError("kind must be 'head' or 'branch'")
+    if kind not in ("head", "branch", "lora"):
+        raise DomainError("kind must be 'head', 'branch' or 'lora'")
     if epochs is not None and not 1 <= int(epochs) <= 100:
         raise DomainError("epochs must be between 1 and 100")
     parsed = dataset_parse(upload=dataset, labels=expert.domain.labels)
@@ -391,6 +415,18 @@ def expert_version_download(*, user, version: ExpertVersion) -> ExpertVersion:
         raise DomainError("this version has no weights yet", code="not_found", status_code=404)
     ExpertVersion.objects.filter(pk=version.pk).update(download_count=F("download_count") + 1)
     return version
+
+
+def expert_version_folder(*, version: ExpertVersion) -> tuple[str, bytes]:
+    """(file name, zip bytes) of the version's folder with its model card; a LoRA expert's is
+    what PeftModel.from_pretrained loads as is. Call expert_version_download first."""
+    from experts.ml.model_card import folder_files, folder_zip
+
+    with version.weights.open("rb") as fh:
+        weights = fh.read()
+    files = folder_files(version.manifest, weights, metrics=version.metrics)
+    folder = f"{version.expert.name}-v{version.number}".replace("/", "-")
+    return f"{folder}.zip", folder_zip(files, folder=folder)
 
 
 # Requests and notifications -----------------------------------------------------------------

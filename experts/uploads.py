@@ -1,9 +1,11 @@
 """What the web process checks on an uploaded artifact before keeping it.
 
-The web process reads bytes and headers only: sizes, manifest schema, backbone fingerprint,
-the safetensors layout, names/dtypes/shapes against the manifest and the architecture it
-describes, and finite values. Building the module and running it is left to the validation
+The web process reads bytes and headers only: sizes, manifest schema, the backbone (its
+fingerprint, and the layers, width and layer config the manifest states), the safetensors
+layout, names/dtypes/shapes against the manifest and the architecture it describes, and
+finite values. Building the module and running it is left to the validation
 job on a worker, so user weights never execute anything in the process that serves pages.
+The checks are experts.ml.upload_checks (no torch), which `moecollab inspect` runs offline too.
 """
 from __future__ import annotations
 
@@ -11,16 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 
-from experts.ml.artifact import MAX_MANIFEST_BYTES, Check, _Inspection
-
-WORKER_ONLY_CHECKS = {"loads and runs"}
-
-
-class _WebInspection(_Inspection):
-    """The artifact checks without the ones that build and run the expert."""
-
-    def check_load(self) -> str:
-        return "left to the validation job"
+from experts.ml.upload_checks import Check, UploadInspection
 
 
 @dataclass
@@ -43,47 +36,83 @@ class UploadRejected(ValueError):
 
 @lru_cache(maxsize=1)
 def platform_backbone() -> dict:
-    """Name and fingerprint of the backbone this platform runs (read once per process; the web
-    process never needs the encoder's weights in memory for it)."""
+    """Name, fingerprint, layers, width and layer config of the backbone this platform runs (read
+    once per process; the web process never needs the encoder's weights in memory for it)."""
     from experts.ml.backbone import describe_backbone
 
     return describe_backbone()
 
 
-def _size(n: int) -> str:
-    """Bytes for small sizes, so a small cap never reads as '0 MiB'."""
-    return f"{n} bytes" if n < 2**20 else f"{n / 2**20:.1f} MiB"
-
-
-def read_capped(upload, *, cap: int, what: str) -> bytes:
-    """Read an uploaded file after checking its declared size, never more than `cap` bytes."""
-    size = getattr(upload, "size", None)
-    if size is not None and size > cap:
-        raise UploadRejected("file sizes", f"{what} is {_size(size)}; the limit is "
-                                           f"{_size(cap)}")
-    upload.seek(0)
-    data = upload.read(cap + 1)
-    if len(data) > cap:
-        raise UploadRejected("file sizes", f"{what} is over the {_size(cap)} limit")
-    if not data:
-        raise UploadRejected("file sizes", f"{what} is empty")
-    return data
-
-
 def check_upload(manifest_upload, weights_upload, *, max_bytes: int) -> CheckedUpload:
-    """Run the web-side checks; raise UploadRejected naming the first check that failed."""
-    manifest_bytes = read_capped(manifest_upload, cap=MAX_MANIFEST_BYTES, what="manifest")
-    weights_bytes = read_capped(weights_upload, cap=max_bytes, what="weights file")
-    inspection = _WebInspection(manifest_bytes, weights_bytes,
-                                platform_backbone()["fingerprint"], max_bytes)
-    checks = [c for c in inspection.run() if c.name not in WORKER_ONLY_CHECKS]
+    """Run the web-side checks; raise UploadRejected naming the first check that failed.
+
+    An upload whose declared size is over the cap is refused before it is read.
+    """
+    platform = platform_backbone()
+    inspection = UploadInspection(manifest_upload, weights_upload, platform["fingerprint"],
+                                  max_bytes, platform=platform)
+    checks = list(inspection.run())
     for check in checks:
         if not check.ok and not check.message.startswith("not run:"):
             raise UploadRejected(check.name, check.message)
     return CheckedUpload(
         manifest=inspection.manifest,
-        manifest_bytes=manifest_bytes,
-        weights_bytes=weights_bytes,
-        sha256=hashlib.sha256(weights_bytes).hexdigest(),
+        manifest_bytes=inspection.manifest_bytes,
+        weights_bytes=inspection.weights_bytes,
+        sha256=hashlib.sha256(inspection.weights_bytes).hexdigest(),
         checks=checks,
     )
+
+
+def check_peft_upload(adapter_config_upload, adapter_model_upload, *, labels, domain: str,
+                      max_bytes: int) -> CheckedUpload:
+    """A folder PEFT's save_pretrained wrote (adapter_config.json + adapter_model.safetensors)
+    plus what PEFT does not record (the domain, the label order): the platform writes the
+    manifest, then the same checks as any upload run on it."""
+    manifest_bytes, weights = peft_upload_parts(adapter_config_upload, adapter_model_upload,
+                                                labels=labels, domain=domain,
+                                                max_bytes=max_bytes)
+    return check_upload(manifest_bytes, weights, max_bytes=max_bytes)
+
+
+def peft_upload_parts(adapter_config_upload, adapter_model_upload, *, labels, domain: str,
+                      max_bytes: int) -> tuple[bytes, bytes]:
+    """(manifest.json, weights) the platform makes of a PEFT adapter's two files; raises
+    UploadRejected for a pickle, an oversized file or one that cannot be read at all."""
+    import json
+
+    from experts.ml import safe_json
+    from experts.ml.lora_config import (
+        ADAPTER_CONFIG_NAME,
+        PICKLE_REFUSAL,
+        PICKLED_WEIGHTS_NAMES,
+        peft_manifest,
+    )
+    from experts.ml.safetensors_header import HeaderError, parse_safetensors_header
+    from experts.ml.upload_checks import MAX_MANIFEST_BYTES, ArtifactError, read_capped
+
+    name = getattr(adapter_model_upload, "name", "") or ""
+    if name.rsplit("/", 1)[-1] in PICKLED_WEIGHTS_NAMES or name.endswith((".bin", ".pt")):
+        raise UploadRejected("file sizes", f"{name}: {PICKLE_REFUSAL}")
+    try:
+        config_bytes = read_capped(adapter_config_upload, cap=MAX_MANIFEST_BYTES,
+                                   what=ADAPTER_CONFIG_NAME)
+        weights = read_capped(adapter_model_upload, cap=max_bytes, what="adapter_model file")
+    except ArtifactError as exc:
+        raise UploadRejected("file sizes", str(exc)) from None
+    if weights[:2] == b"PK" or weights[:1] == b"\x80":  # a torch.save zip or a raw pickle
+        raise UploadRejected("safetensors header", PICKLE_REFUSAL)
+    try:
+        config = safe_json.loads(config_bytes.decode("utf-8"), what=ADAPTER_CONFIG_NAME,
+                                 path=ADAPTER_CONFIG_NAME)
+    except (UnicodeDecodeError, json.JSONDecodeError, safe_json.JSONRefused) as exc:
+        raise UploadRejected("manifest json", f"{ADAPTER_CONFIG_NAME} is not valid JSON: {exc}"
+                             ) from None
+    try:
+        infos = parse_safetensors_header(weights)
+    except HeaderError as exc:
+        raise UploadRejected("safetensors header", str(exc)) from None
+    manifest = peft_manifest(config, {k: {"dtype": v.dtype, "shape": v.shape}
+                                      for k, v in infos.items()},
+                             domain=domain, labels=list(labels), platform=platform_backbone())
+    return (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode(), weights

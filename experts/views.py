@@ -7,8 +7,8 @@ from pathlib import Path
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count
-from django.http import FileResponse, Http404, JsonResponse
+from django.db.models import Count, Q
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -125,8 +125,9 @@ def index(request):
     form = ExpertFilterForm(request.GET or None)
     filters = form.cleaned_data if form.is_valid() else {}
     experts = selectors.expert_list(
-        domain=filters.get("domain"), kind=filters.get("kind"), status=filters.get("status"),
-        contributor=filters.get("contributor", "").strip(), text=filters.get("q", "").strip())
+        user=request.user, domain=filters.get("domain"), kind=filters.get("kind"),
+        status=filters.get("status"), contributor=filters.get("contributor", "").strip(),
+        text=filters.get("q", "").strip())
     page = _page(request, experts)
     maintainer = is_maintainer(request.user)
     rows = [{"expert": e, "latest": latest_visible(e.versions.all(), user=request.user,
@@ -200,10 +201,12 @@ def version_upload(request, pk: int):
     if not form.is_valid():
         return _invalid(request, "experts/version_upload.html", context)
     try:
+        data = form.cleaned_data
         version = services.expert_version_upload(
-            user=request.user, expert=expert, manifest=form.cleaned_data["manifest"],
-            weights=form.cleaned_data["weights"],
-            answers_request=form.cleaned_data["answers_request"])
+            user=request.user, expert=expert, manifest=data["manifest"],
+            weights=data["weights"], adapter_config=data["adapter_config"],
+            adapter_model=data["adapter_model"], labels=data["labels"] or None,
+            answers_request=data["answers_request"])
     except DomainError as exc:
         return _refused(request, exc, "experts/version_upload.html", context)
     return _created(request, version, f"Version {version.number} uploaded; validation is queued.")
@@ -296,12 +299,16 @@ def version_review(request, pk: int, number: int):
 def version_download(request, pk: int, number: int):
     version = _version_or_404(request, pk, number)
     which = request.GET.get("file", "weights")
-    if which not in ("weights", "manifest"):
-        raise Http404("file must be 'weights' or 'manifest'")
+    if which not in ("weights", "manifest", "folder"):
+        raise Http404("file must be 'weights', 'manifest' or 'folder'")
     try:
         services.expert_version_download(user=request.user, version=version)
     except DomainError as exc:
         return _denied(request, exc)
+    if which == "folder":
+        name, data = services.expert_version_folder(version=version)
+        return HttpResponse(data, content_type="application/zip",
+                            headers={"Content-Disposition": f'attachment; filename="{name}"'})
     field = version.weights if which == "weights" else version.manifest_file
     filename = f"{version.expert.name}-v{version.number}-" + (
         "weights.safetensors" if which == "weights" else "manifest.json")
@@ -352,7 +359,7 @@ def _domain_context(request, domain: Domain, split_form=None) -> dict:
         "can_see_private": selectors.can_see_private_data(request.user),
         "split_form": split_form or SplitUploadForm(),
         "board": selectors.leaderboard_domain(domain=domain),
-        "experts": selectors.expert_list(domain=domain.name)[:PAGE_SIZE],
+        "experts": selectors.expert_list(user=request.user, domain=domain.name)[:PAGE_SIZE],
     }
 
 
@@ -400,8 +407,10 @@ def request_list(request):
     status = request.GET.get("status", "open")
     if status not in ExpertRequest.Status.values:
         status = ""
-    page = _page(request, selectors.request_list(status=status or None).annotate(
-        n_answers=Count("answers")).order_by("-created_at", "-id"))
+    visible = ExpertVersion.objects.visible_to(request.user)
+    page = _page(request, selectors.request_list(user=request.user, status=status or None)
+                 .annotate(n_answers=Count("answers", filter=Q(answers__in=visible)))
+                 .order_by("-created_at", "-id"))
     return render(request, "experts/request_list.html", {
         "page": page, "status": status, "statuses": ExpertRequest.Status.choices,
         "query": _query_without_page(request)})
@@ -424,10 +433,9 @@ def request_new(request):
 
 
 def request_detail(request, pk: int):
-    req = get_object_or_404(selectors.request_list(), pk=pk)
+    req = get_object_or_404(selectors.request_list(user=request.user), pk=pk)
     maintainer = is_maintainer(request.user)
-    answers = [v for v in req.answers.select_related("expert__owner")
-               if v.is_visible_to(request.user, maintainer=maintainer)]
+    answers = list(req.answers.all())  # the visible ones (the selector's prefetch)
     return render(request, "experts/request_detail.html", {
         "req": req, "answers": answers,
         "can_close": req.status == ExpertRequest.Status.OPEN

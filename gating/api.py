@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, permissions, status
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, Throttled
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
@@ -17,12 +17,20 @@ from gating.serializers import (
     GatingVersionSerializer,
     PredictRequestSerializer,
     PredictResponseSerializer,
+    PromoteRequestSerializer,
+    PromotionComparisonSerializer,
     PromotionSerializer,
     RollbackResponseSerializer,
 )
 from moecollab_site.api import PageNumberPagination, error_responses
 from moecollab_site.errors import DomainError
 from moecollab_site.roles import is_maintainer
+from moecollab_site.throttling import (
+    PREDICT_WORK,
+    client_key,
+    predict_budget_message,
+    predict_work,
+)
 from training.serializers import JobSerializer
 
 
@@ -68,7 +76,8 @@ class GatingListCreate(_ProductionContext, generics.ListAPIView):
             params=data.validated_data["params"],
         )
         version = selectors.gating_version_get(pk=job.params["gating_version_id"])
-        body = {"version": GatingVersionSerializer(version).data, "job": JobSerializer(job).data}
+        body = {"version": GatingVersionSerializer(version).data,
+                "job": JobSerializer(job, context={"request": request}).data}
         return Response(body, status=status.HTTP_201_CREATED)
 
 
@@ -86,13 +95,28 @@ class GatingDetail(_ProductionContext, generics.RetrieveAPIView):
 class GatingPromote(APIView):
     permission_classes = [permissions.IsAuthenticated, IsMaintainerForWrites]
 
-    @extend_schema(request=None, responses={201: PromotionSerializer,
-                                            **error_responses(401, 403, 404, 409)})
+    @extend_schema(responses={200: PromotionComparisonSerializer,
+                              **error_responses(401, 403, 404)})
+    def get(self, request, pk: int):
+        """The candidate against production: what promoting it would change."""
+        version = selectors.gating_version_get(pk=pk)
+        if version is None:
+            raise NotFound(f"gating version {pk} does not exist")
+        comparison = selectors.promotion_comparison(version=version)
+        return Response({"comparison": comparison,
+                         "requires_confirmation": bool(comparison and comparison["worse"])})
+
+    @extend_schema(request=PromoteRequestSerializer,
+                   responses={201: PromotionSerializer, **error_responses(400, 401, 403, 404,
+                                                                          409)})
     def post(self, request, pk: int):
         version = selectors.gating_version_get(pk=pk)
         if version is None:
             raise NotFound(f"gating version {pk} does not exist")
-        promotion = services.gating_promote(version=version, user=request.user)
+        body = PromoteRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        promotion = services.gating_promote(version=version, user=request.user,
+                                            confirm_worse=body.validated_data["confirm_worse"])
         return Response(PromotionSerializer(promotion).data, status=status.HTTP_201_CREATED)
 
 
@@ -116,7 +140,9 @@ class GatingProduction(APIView):
 
 
 class Predict(APIView):
-    """Open to everyone, like the playground; the per-call caps bound the work of one call."""
+    """Open to everyone, like the playground. Per-call caps bound one call's work; the client's
+    call rate and its texts and characters per period (shared with the playground) bound
+    the rest."""
 
     permission_classes = [permissions.AllowAny]
     throttle_classes = [ScopedRateThrottle]
@@ -131,4 +157,7 @@ class Predict(APIView):
     def post(self, request):
         if not isinstance(request.data, dict) or "texts" not in request.data:
             raise DomainError('send a JSON object {"texts": ["...", ...]}', code="invalid_texts")
-        return Response(serving.predict(request.data["texts"]))
+        texts = serving.check_texts(request.data["texts"])
+        if (wait := PREDICT_WORK.charge(request, predict_work(texts))) is not None:
+            raise Throttled(wait=wait, detail=predict_budget_message())
+        return Response(serving.predict(texts, client=client_key(request)))

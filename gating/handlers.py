@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 
 from gating.models import GatingVersion
 from training.models import Job
@@ -50,6 +52,48 @@ def _sources(version: GatingVersion):
     return sources, [domains[name] for name in sorted(domains)]
 
 
+def _bundle_dir(version: GatingVersion) -> Path:
+    return Path(settings.MEDIA_ROOT) / f"gating/v{version.number}-{version.pk}"
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, for a person: the engine's refusals (ValueErrors) speak for themselves."""
+    return str(exc) if isinstance(exc, ValueError) and str(exc) else f"{type(exc).__name__}: {exc}"
+
+
+def _tell_trainer(version: GatingVersion, message: str) -> None:
+    from experts.services import notify
+
+    if version.trained_by is not None:
+        notify(user=version.trained_by, message=f"gating v{version.number}: {message}",
+               link=version.link)
+
+
+@Job.settles(Job.Kind.TRAIN_GATING)
+def _settle_training(job: Job, status: str, reason: str) -> None:
+    """However its training job ended without a bundle, the version is failed, saying why,
+    and nothing it wrote is left behind."""
+    version = GatingVersion.objects.filter(pk=job.params.get("gating_version_id")).first()
+    if version is None:
+        return
+    text = ("training was cancelled before it finished" if status == Job.Status.CANCELLED
+            else f"training did not finish: {reason}")
+    if version.mark_failed(text):
+        shutil.rmtree(_bundle_dir(version), ignore_errors=True)
+        _tell_trainer(version, text)
+
+
+@Job.settles(Job.Kind.EVALUATE)
+def _settle_evaluation(job: Job, status: str, reason: str) -> None:
+    version = GatingVersion.objects.filter(pk=job.params.get("gating_version_id")).first()
+    if version is None:
+        return
+    text = ("evaluation was cancelled before it finished" if status == Job.Status.CANCELLED
+            else f"evaluation did not finish: {reason}")
+    if version.mark_evaluation_failed(text):
+        _tell_trainer(version, text)
+
+
 def _stopped(exc: Exception) -> JobCancelled:
     return JobCancelled(f"cancelled at the user's request ({exc})")
 
@@ -75,7 +119,7 @@ def train_gating(job: Job, ctx: JobContext) -> dict:
                                 device=str(backbone.device))
         splits = _domain_splits(domains, with_test=False)
         ctx.progress(0, 5, "loading experts", force=True)
-        experts = load_experts(sources, fingerprint=backbone.fingerprint)
+        experts = load_experts(sources, fingerprint=backbone.fingerprint, backbone=backbone)
         try:
             result = train_gating(cfg, experts=experts, keys=[s.key for s in sources],
                                   domains=splits, cache=cache, on_progress=ctx.progress,
@@ -86,21 +130,40 @@ def train_gating(job: Job, ctx: JobContext) -> dict:
         ctx.progress(5, 5, "saving the gating bundle", force=True)
         rel = f"gating/v{version.number}-{version.pk}/bundle.safetensors"
         sha = save_bundle(result.model, Path(settings.MEDIA_ROOT) / rel)
+        with transaction.atomic():
+            eval_job = job_create(kind=Job.Kind.EVALUATE, user=job.created_by,
+                                  params={"gating_version_id": version.pk})
+            recorded = version.mark_trained(
+                weights=rel, weights_sha256=sha,
+                backbone_fingerprint=backbone.fingerprint, split_layer=result.model.spec.depth,
+                params=result.model.config,
+                label_space=list(result.model.moe.label_space.names),
+                training_curves=result.curves, train_metrics=result.metrics, eval_job=eval_job,
+            )
+            if not recorded:
+                raise ValueError(f"gating v{version.number} stopped training meanwhile "
+                                 f"(it is {version.status}); the bundle is discarded")
     except BaseException as exc:
-        version.mark_failed(f"{type(exc).__name__}: {exc}")
+        if version.mark_failed(_reason(exc)):
+            shutil.rmtree(_bundle_dir(version), ignore_errors=True)
+            _tell_trainer(version, f"training failed: {_reason(exc)}")
         raise
-    eval_job = job_create(kind=Job.Kind.EVALUATE, user=job.created_by,
-                          params={"gating_version_id": version.pk})
-    version.mark_trained(
-        weights=rel, weights_sha256=sha,
-        backbone_fingerprint=backbone.fingerprint, split_layer=result.model.spec.depth,
-        params=result.model.config, label_space=list(result.model.moe.label_space.names),
-        training_curves=result.curves, train_metrics=result.metrics, eval_job=eval_job,
-    )
     reg = result.metrics["regularized"]
     return {"gating_version": version.pk, "number": version.number,
             "dev_accuracy": reg["dev_accuracy"], "best_epoch": reg["best_epoch"],
             "evaluate_job": eval_job.pk}
+
+
+def _serving_backend_check(model, backbone, domains) -> dict:
+    """The accuracy gate for the configured serving backend on the evaluation rows."""
+    from gating.ml.backend_gate import serving_backend_report
+    from gating.ml.predictor import fast_cpu_bf16
+
+    return serving_backend_report(
+        model, backbone, _domain_splits(domains, with_test=True),
+        configured=settings.MOECOLLAB_PREDICT_BACKEND,
+        cache_dir=settings.MOECOLLAB_FEATURE_CACHE_DIR,
+        threads=int(settings.MOECOLLAB_PREDICT_THREADS), bf16_fast=fast_cpu_bf16())
 
 
 @register(Job.Kind.EVALUATE)
@@ -117,7 +180,8 @@ def evaluate_gating(job: Job, ctx: JobContext) -> dict:
                          "version can be evaluated")
     ctx.progress(0, 1, "loading the gating model", force=True)
     backbone = worker_backbone()
-    model = load_bundle(version.weights.path, expected_fingerprint=backbone.fingerprint)
+    model = load_bundle(version.weights.path, expected_fingerprint=backbone.fingerprint,
+                        backbone=backbone)
     _, domains = _sources(version)
     groups: dict[str, list[str]] = {}
     for member in version.members_in_order():
@@ -127,7 +191,11 @@ def evaluate_gating(job: Job, ctx: JobContext) -> dict:
         report = evaluate_gating(model, cache=worker_feature_cache(),
                                  domains=_domain_splits(domains, with_test=True),
                                  on_progress=ctx.progress, should_stop=ctx.should_stop,
-                                 credit_groups=groups)
+                                 credit_groups=groups,
+                                 shapley_exact_max=settings.MOECOLLAB_SHAPLEY_EXACT_MAX,
+                                 shapley_permutations=settings.MOECOLLAB_SHAPLEY_PERMUTATIONS)
+        ctx.progress(0, 1, "checking the serving backend against float32", force=True)
+        report["serving_backend"] = _serving_backend_check(model, backbone, domains)
     except TrainingStopped as exc:
         raise _stopped(exc) from exc
     version.mark_evaluated(report=report, eval_job=job)

@@ -6,6 +6,7 @@ from django.db import models
 from django.utils import timezone
 
 from experts.models import ExpertVersion
+from moecollab_site.jsonsafe import FiniteJSONEncoder
 
 
 class GatingVersion(models.Model):
@@ -31,11 +32,12 @@ class GatingVersion(models.Model):
     weights_sha256 = models.CharField(max_length=64, blank=True)
     backbone_fingerprint = models.CharField(max_length=64, blank=True)
     split_layer = models.PositiveIntegerField(default=0)
-    params = models.JSONField(default=dict, blank=True)  # top_k, temperature, lambdas, ...
-    label_space = models.JSONField(default=list, blank=True)
-    training_curves = models.JSONField(default=dict, blank=True)
-    train_metrics = models.JSONField(default=dict, blank=True)
-    report = models.JSONField(default=dict, blank=True)
+    # top_k, temperature, lambdas, ...
+    params = models.JSONField(encoder=FiniteJSONEncoder, default=dict, blank=True)
+    label_space = models.JSONField(encoder=FiniteJSONEncoder, default=list, blank=True)
+    training_curves = models.JSONField(encoder=FiniteJSONEncoder, default=dict, blank=True)
+    train_metrics = models.JSONField(encoder=FiniteJSONEncoder, default=dict, blank=True)
+    report = models.JSONField(encoder=FiniteJSONEncoder, default=dict, blank=True)
     error = models.TextField(blank=True)
     trained_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                    on_delete=models.SET_NULL, related_name="+")
@@ -52,6 +54,10 @@ class GatingVersion(models.Model):
 
     def __str__(self) -> str:
         return f"gating v{self.number}"
+
+    @property
+    def link(self) -> str:
+        return f"/gating/{self.pk}/"
 
     @property
     def display_status(self) -> str:
@@ -88,10 +94,15 @@ class GatingVersion(models.Model):
             training_curves=training_curves, train_metrics=train_metrics,
             trained_at=timezone.now(), eval_job=eval_job)
 
+    def mark_evaluation_failed(self, error: str) -> bool:
+        """Evaluation ended without a report: the version stays trained (it can be evaluated
+        again) and says why."""
+        return self._move(allowed_from=[self.Status.TRAINED], error=error[:5000])
+
     def mark_evaluated(self, *, report: dict, eval_job) -> bool:
         """Evaluation stored its report (a re-evaluation replaces the previous one)."""
         return self._move(allowed_from=[self.Status.TRAINED, self.Status.EVALUATED],
-                          status=self.Status.EVALUATED, report=report,
+                          status=self.Status.EVALUATED, report=report, error="",
                           evaluated_at=timezone.now(), eval_job=eval_job)
 
     def members_in_order(self) -> list[GatingMember]:
@@ -129,6 +140,11 @@ class Promotion(models.Model):
     rolled_back_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                        on_delete=models.SET_NULL, related_name="+")
     rolled_back_at = models.DateTimeField(null=True, blank=True)
+    # Who promoted the version although it scored below production (None: it was not worse).
+    confirmed_worse_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                           on_delete=models.SET_NULL, related_name="+")
+    # Candidate vs production at promotion time (gating.ml.stats.compare_reports), or {}.
+    comparison = models.JSONField(encoder=FiniteJSONEncoder, default=dict, blank=True)
 
     class Meta:
         ordering = ["-at", "-id"]

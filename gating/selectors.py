@@ -39,7 +39,8 @@ def production_version_id() -> int | None:
 
 
 def promotion_history(*, limit: int = 50) -> QuerySet[Promotion]:
-    return Promotion.objects.select_related("version", "promoted_by", "rolled_back_by")[:limit]
+    return Promotion.objects.select_related("version", "promoted_by", "rolled_back_by",
+                                            "confirmed_worse_by")[:limit]
 
 
 def previous_production(*, version: GatingVersion) -> GatingVersion | None:
@@ -54,16 +55,31 @@ def previous_production(*, version: GatingVersion) -> GatingVersion | None:
     return current if current is not None and current.pk != version.pk else None
 
 
-def jobs_overview() -> dict:
-    """Counts for the dashboard: queued and running now, failed since midnight (UTC)."""
+def promotion_comparison(*, version: GatingVersion) -> dict | None:
+    """The version against production now (gating.ml.stats.compare_reports), None if none."""
+    from gating.ml.stats import compare_reports
+
+    current = production_version()
+    if current is None or current.pk == version.pk or not version.report or not current.report:
+        return None
+    out = compare_reports(version.report, current.report)
+    out["production_version"] = current.number
+    out["candidate_version"] = version.number
+    return out
+
+
+def jobs_overview(*, user) -> dict:
+    """Counts for the dashboard: queued and running now, failed since midnight (UTC); the
+    jobs themselves only as far as the user may see them (Job.objects.visible_to)."""
     midnight = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
     counts = Job.objects.aggregate(
         queued=Count("id", filter=Q(status=Job.Status.QUEUED)),
         running=Count("id", filter=Q(status=Job.Status.RUNNING)),
         failed_today=Count("id", filter=Q(status=Job.Status.FAILED, finished_at__gte=midnight)),
     )
-    recent = (Job.objects.filter(Q(status__in=[Job.Status.QUEUED, Job.Status.RUNNING])
-                                 | Q(status=Job.Status.FAILED, finished_at__gte=midnight))
+    recent = (Job.objects.visible_to(user)
+              .filter(Q(status__in=[Job.Status.QUEUED, Job.Status.RUNNING])
+                      | Q(status=Job.Status.FAILED, finished_at__gte=midnight))
               .select_related("created_by")[:20])
     return {**counts, "jobs": list(recent), "since": midnight,
             "window": timedelta(days=1)}

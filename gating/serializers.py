@@ -96,12 +96,28 @@ class PromotionSerializer(serializers.ModelSerializer):
                                         allow_null=True)
     rolled_back_by = serializers.CharField(source="rolled_back_by.username", default=None,
                                            allow_null=True)
+    confirmed_worse_by = serializers.CharField(source="confirmed_worse_by.username",
+                                               default=None, allow_null=True)
 
     class Meta:
         model = Promotion
         fields = ["id", "version", "version_id", "promoted_by", "at", "rolled_back",
-                  "rolled_back_by", "rolled_back_at"]
+                  "rolled_back_by", "rolled_back_at", "confirmed_worse_by", "comparison"]
         read_only_fields = fields
+
+
+class PromoteRequestSerializer(serializers.Serializer):
+    confirm_worse = serializers.BooleanField(
+        default=False, help_text="required (true) to promote a version that scores below "
+        "production")
+
+
+class PromotionComparisonSerializer(serializers.Serializer):
+    comparison = serializers.JSONField(
+        allow_null=True, help_text="candidate vs production per domain and summary accuracy "
+        "(difference, paired 95 % interval when evaluated on the same rows); null without "
+        "production")
+    requires_confirmation = serializers.BooleanField()
 
 
 class RollbackResponseSerializer(serializers.Serializer):

@@ -148,8 +148,21 @@ def _refresh_leaderboards(*, user, reason: str, version: GatingVersion | None) -
                               "gating_version_id": version.pk if version else None})
 
 
-def gating_promote(*, version: GatingVersion, user) -> Promotion:
-    """Put an evaluated version into production and refresh the leaderboards."""
+def _worse_message(version: GatingVersion, comparison: dict) -> str:
+    s = comparison["summary"]
+    interval = s.get("interval")
+    ci = (f", paired 95 % interval [{interval[0]:+.4f}, {interval[1]:+.4f}]"
+          if interval else " (not evaluated on the same rows: no paired interval)")
+    return (f"gating v{version.number} scores {s['candidate']:.4f} summary accuracy against "
+            f"{s['production']:.4f} for production v{comparison['production_version']} "
+            f"(difference {s['difference']:+.4f}{ci}); confirm to promote a worse model")
+
+
+def gating_promote(*, version: GatingVersion, user, confirm_worse: bool = False) -> Promotion:
+    """Put an evaluated version into production and refresh the leaderboards.
+
+    A version scoring below production needs confirm_worse; the promotion records who confirmed.
+    """
     require_maintainer(user, "promote gating models")
     with transaction.atomic():
         version = GatingVersion.objects.select_for_update().get(pk=version.pk)
@@ -161,7 +174,20 @@ def gating_promote(*, version: GatingVersion, user) -> Promotion:
         if current is not None and current.version_id == version.pk:
             raise DomainError(f"gating v{version.number} is already in production",
                               code="already_production", status_code=409)
-        promotion = Promotion.objects.create(version=version, promoted_by=user)
+        from gating.ml.backend_gate import promotion_refusal
+
+        refusal = promotion_refusal((version.report or {}).get("serving_backend"))
+        if refusal is not None:
+            raise DomainError(f"gating v{version.number} cannot be promoted: {refusal}",
+                              code="serving_backend_rejected", status_code=409)
+        comparison = selectors.promotion_comparison(version=version) or {}
+        worse = bool(comparison.get("worse"))
+        if worse and not confirm_worse:
+            raise DomainError(_worse_message(version, comparison), code="worse_than_production",
+                              status_code=409)
+        promotion = Promotion.objects.create(
+            version=version, promoted_by=user, comparison=comparison,
+            confirmed_worse_by=user if worse else None)
         _refresh_leaderboards(user=user, reason="promotion", version=version)
     return promotion
 

@@ -6,9 +6,12 @@ opens only the platform-written bundle of the version, never a contributor's upl
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
+from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -34,13 +37,70 @@ class _Loaded:
     version_id: int
     number: int
     predictor: object  # gating.ml.predictor.Predictor
+    backend: str = "torch-float32"  # the backbone forward it runs (experts.ml.inference)
+
+
+class FairLock:
+    """A mutex handed to the waiting client that had its last turn longest ago (first come
+    first served within one client).
+
+    predict() holds it per chunk of a batch, not per request: a client sending many large
+    batches takes one turn like everyone else, so another client's one-text call waits for at
+    most one chunk of each other waiting client instead of for every batch queued before it.
+    """
+
+    MAX_REMEMBERED = 1024  # clients whose last turn is kept; the rest count as new
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held = False
+        self._waiting: dict[str, deque[int]] = {}  # client -> its tickets, oldest first
+        self._last_turn: dict[str, int] = {}
+        self._tickets = itertools.count()
+        self._turns = itertools.count()
+
+    def waiting(self) -> int:
+        with self._cond:
+            return sum(len(q) for q in self._waiting.values())
+
+    @contextmanager
+    def hold(self, client: str):
+        with self._cond:
+            ticket = next(self._tickets)
+            self._waiting.setdefault(client, deque()).append(ticket)
+            while self._held or self._next() != ticket:
+                self._cond.wait()
+            self._held = True
+            queue = self._waiting[client]
+            queue.popleft()
+            if not queue:
+                del self._waiting[client]
+            self._last_turn[client] = next(self._turns)
+            if len(self._last_turn) > self.MAX_REMEMBERED:
+                self._last_turn = {c: t for c, t in self._last_turn.items()
+                                   if c in self._waiting or c == client}
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held = False
+                self._cond.notify_all()
+
+    def _next(self) -> int | None:
+        if not self._waiting:
+            return None
+        client = min(self._waiting,
+                     key=lambda c: (self._last_turn.get(c, -1), self._waiting[c][0]))
+        return self._waiting[client][0]
 
 
 class _State:
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # loading a model
+        self.compute = FairLock()  # running one (torch already uses the cores it is given)
         self.loaded: _Loaded | None = None
         self.backbone = None
+        self.trunks: dict = {}  # backend name -> opened trunk over the backbone
         self.checked_at = -1e9
         self.production_id: int | None = None
 
@@ -61,7 +121,6 @@ def _backbone():
         import torch
 
         from experts.ml.backbone import BackboneConfig, load_backbone
-        from gating.ml.predictor import prepare_for_serving
 
         # One intra-op thread per process: on a busy 2-core box, OpenMP threads that spin
         # while another process holds a core turn a 15 ms request into 600 ms. Scale with
@@ -70,11 +129,33 @@ def _backbone():
         backbone = load_backbone(
             BackboneConfig(device=settings.MOECOLLAB_PREDICT_DEVICE)
         )
-        dtype = prepare_for_serving(
-            backbone, dtype=settings.MOECOLLAB_PREDICT_DTYPE)
-        log.info("serving backbone in %s with %d thread(s)", dtype, torch.get_num_threads())
+        log.info("serving backbone loaded with %d thread(s)", torch.get_num_threads())
         _state.backbone = backbone
     return _state.backbone
+
+
+def _trunk(report: dict):
+    """(trunk, backend name): the configured serving backend, or for "auto" the fastest one
+    that passed the accuracy gate in this version's evaluation; torch-float32 when the chosen
+    one cannot run here (onnxruntime missing, export failed)."""
+    from experts.ml.inference import BackendUnavailable, open_backend
+    from gating.ml.backend_gate import pick_backend
+
+    backbone = _backbone()
+    name = settings.MOECOLLAB_PREDICT_BACKEND
+    if name == "auto":
+        name = pick_backend(report.get("serving_backend"))
+    if name not in _state.trunks:
+        try:
+            _state.trunks[name] = open_backend(
+                backbone, name, cache_dir=settings.MOECOLLAB_FEATURE_CACHE_DIR,
+                threads=int(settings.MOECOLLAB_PREDICT_THREADS))
+        except BackendUnavailable as exc:
+            log.warning("serving backend %s unavailable, using torch-float32: %s", name, exc)
+            name = "torch-float32"
+            _state.trunks[name] = backbone
+    log.info("serving with the %s backend", name)
+    return _state.trunks[name], name
 
 
 def _load(version_id: int) -> _Loaded:
@@ -86,13 +167,17 @@ def _load(version_id: int) -> _Loaded:
         raise DomainError("the production gating model has no weights file",
                           code="no_production_model", status_code=503)
     backbone = _backbone()
+    trunk, backend = _trunk(version.report or {})
     started = time.perf_counter()
-    model = load_bundle(version.weights.path, expected_fingerprint=backbone.fingerprint)
+    model = load_bundle(version.weights.path, expected_fingerprint=backbone.fingerprint,
+                        backbone=backbone)
     names = {str(m.expert_version_id): m.expert_version.label for m in version.members_in_order()}
-    predictor = Predictor(backbone, model, expert_labels=[names.get(k, k) for k in model.keys])
+    predictor = Predictor(trunk, model, expert_labels=[names.get(k, k) for k in model.keys],
+                          batch_size=int(settings.MOECOLLAB_PREDICT_CHUNK))
     log.info("loaded gating v%s for serving in %.2fs", version.number,
              time.perf_counter() - started)
-    return _Loaded(version_id=version.pk, number=version.number, predictor=predictor)
+    return _Loaded(version_id=version.pk, number=version.number, predictor=predictor,
+                   backend=backend)
 
 
 def current() -> _Loaded:
@@ -131,13 +216,28 @@ def check_texts(texts) -> list[str]:
     return texts
 
 
-def predict(texts) -> dict:
-    """Predictions for a list of texts with the production model."""
+def predict(texts, *, client: str = "") -> dict:
+    """Predictions for a list of texts with the production model; `client` (the throttles'
+    client key) decides whose turn it is when several requests wait for the model."""
     texts = check_texts(texts)
     loaded = current()
+    predictor = loaded.predictor
     started = time.perf_counter()
-    with _state.lock:  # torch already uses every core; requests queue instead of thrashing
-        results = loaded.predictor.predict(texts)
+    results: list[dict | None] = [None] * len(texts)
+    size = predictor.batch_size
+    lengths: list[int] = []
+    for start in range(0, len(texts), size):  # 64 long texts take as long as a chunk's pass
+        with _state.compute.hold(client):  # the tokenizer is not safe to share between threads
+            lengths += [len(ids) for ids in predictor.backbone.tokenize(texts[start:start + size])]
+    # The chunks are exactly the predictor's own batches (longest first, batch_size each), so
+    # answering chunk by chunk gives the very numbers one call over all texts would.
+    order = sorted(range(len(texts)), key=lambda i: lengths[i], reverse=True)
+    for start in range(0, len(order), size):
+        chunk = order[start:start + size]
+        with _state.compute.hold(client):
+            answers = predictor.predict([texts[i] for i in chunk])
+        for i, answer in zip(chunk, answers, strict=True):
+            results[i] = answer
     return {"gating_version": loaded.number, "gating_version_id": loaded.version_id,
             "predictions": results, "ms": round((time.perf_counter() - started) * 1000, 2)}
 
@@ -146,3 +246,4 @@ def reset() -> None:
     """Forget the loaded model (tests)."""
     _state.loaded = None
     _state.checked_at = -1e9
+    _state.trunks = {}

@@ -16,6 +16,12 @@ from gating import charts, selectors, services, serving
 from gating.models import GatingVersion
 from moecollab_site.errors import DomainError
 from moecollab_site.roles import is_maintainer
+from moecollab_site.throttling import (
+    PREDICT_WORK,
+    client_key,
+    predict_budget_message,
+    predict_work,
+)
 
 PARAM_FIELDS = ("top_k", "temperature", "lambda_bal", "lambda_z", "lambda_h", "epochs",
                 "patience", "seed")
@@ -28,7 +34,7 @@ def index(request):
         "versions": versions,
         "production": production,
         "history": selectors.promotion_history(limit=20),
-        "jobs": selectors.jobs_overview(),
+        "jobs": selectors.jobs_overview(user=request.user),
         "approved": list(expert_versions_approved()) if is_maintainer(request.user) else [],
         "param_fields": PARAM_FIELDS,
     }
@@ -109,6 +115,10 @@ def detail(request, pk: int):
     credit = [
         {"key": k, "label": names.get(k, k), "credit": v,
          "without": (report.get("accuracy_without") or {}).get(k),
+         "shapley": (report.get("shapley") or {}).get(k),
+         "load_unregularized": (((report.get("unregularized") or {}).get("routing") or {})
+                                .get("load") or {}).get(k),
+         "shapley_ci95": (report.get("shapley_ci95") or {}).get(k),
          "load": ((report.get("routing") or {}).get("load") or {}).get(k)}
         for k, v in (report.get("credit") or {}).items()
     ]
@@ -121,6 +131,7 @@ def detail(request, pk: int):
         "report": report,
         "credit": credit,
         "dead": [names.get(k, k) for k in (report.get("routing") or {}).get("dead_experts", [])],
+        "comparison": selectors.promotion_comparison(version=version),
     }
     return render(request, "gating/detail.html", context)
 
@@ -170,7 +181,8 @@ def promote(request, pk: int):
     if version is None:
         raise Http404("no such gating version")
     try:
-        services.gating_promote(version=version, user=request.user)
+        services.gating_promote(version=version, user=request.user,
+                                confirm_worse=request.POST.get("confirm_worse") == "on")
         messages.success(request, f"gating v{version.number} is now in production.")
     except DomainError as exc:
         messages.error(request, exc.message)
@@ -199,6 +211,13 @@ def _predict_wait(request) -> int | None:
     return max(1, math.ceil(throttle.wait() or 1))
 
 
+def _throttled(request, context: dict, wait: int, message: str):
+    context["error"] = f"{message}; try again in {wait} seconds."
+    response = render(request, "gating/playground.html", context, status=429)
+    response["Retry-After"] = str(wait)
+    return response
+
+
 def playground(request):
     """Type texts (one per line) and see the production model's answer; no JavaScript needed."""
     context = {"text": "", "result": None, "error": None,
@@ -208,13 +227,13 @@ def playground(request):
         text = request.POST.get("texts", "")
         context["text"] = text
         if (wait := _predict_wait(request)) is not None:
-            context["error"] = f"Too many predictions; try again in {wait} seconds."
-            response = render(request, "gating/playground.html", context, status=429)
-            response["Retry-After"] = str(wait)
-            return response
+            return _throttled(request, context, wait, "Too many predictions")
         texts = [line for line in text.splitlines() if line.strip()]
         try:
-            context["result"] = serving.predict(texts)
+            serving.check_texts(texts)
+            if (wait := PREDICT_WORK.charge(request, predict_work(texts))) is not None:
+                return _throttled(request, context, wait, predict_budget_message().capitalize())
+            context["result"] = serving.predict(texts, client=client_key(request))
             context["rows"] = list(zip(texts, context["result"]["predictions"], strict=True))
         except DomainError as exc:
             context["error"] = exc.message

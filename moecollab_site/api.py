@@ -1,6 +1,10 @@
 """One JSON error shape for the whole API: {"error": {"code", "message", "fields"?}}."""
 from __future__ import annotations
 
+import logging
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import pagination, serializers, status
@@ -9,6 +13,23 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from moecollab_site.errors import FORBIDDEN, DomainError
+
+# Django's refusals of a request body, which it would answer with its HTML 400 page.
+BODY_REFUSALS = (RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent)
+
+
+def _body_refusal(exc: Exception) -> Response:
+    """A body Django refused (too big, too many fields or files) in the one error shape."""
+    # Django logs these to django.security.*; answering here must not lose that trail.
+    logging.getLogger(f"django.security.{type(exc).__name__}").error(str(exc))
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        body = {"code": "too_large",
+                "message": f"the request body is over the {limit / 2**20:.1f} MiB limit for "
+                           "data that is not a file; send files as multipart uploads"}
+        return Response({"error": body}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    body = {"code": "invalid", "message": str(exc) or "the request body was refused"}
+    return Response({"error": body}, status=status.HTTP_400_BAD_REQUEST)
 
 
 def _first_message(detail) -> str:
@@ -25,6 +46,8 @@ def exception_handler(exc, context):
     if isinstance(exc, DomainError):
         body = {"error": {"code": exc.code, "message": exc.message}}
         return Response(body, status=exc.status_code)
+    if isinstance(exc, BODY_REFUSALS):
+        return _body_refusal(exc)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
@@ -62,7 +85,7 @@ ERROR_TEXT = {
     403: "logged in, but not allowed to do this",
     404: "no such object (or page of a list)",
     409: "conflicts with the current state",
-    413: "upload larger than the limit",
+    413: "request body or upload larger than the limit",
     415: "unsupported request body type",
     429: "too many requests; see Retry-After",
     503: "no production model: no gating model has been promoted yet",
@@ -133,13 +156,17 @@ def document_bad_query_strings(result, generator, request, public):
 
     RejectNulMiddleware answers 400 to a NUL character anywhere in the path or query string,
     whatever the endpoint; the schema says so instead of pretending only bodies can be bad.
+    Likewise any operation that takes a body can be sent one over DATA_UPLOAD_MAX_MEMORY_SIZE,
+    which the exception handler answers with 413.
     """
-    error_400 = {
-        "description": ERROR_TEXT[400],
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
+    def error(code: int) -> dict:
+        return {"description": ERROR_TEXT[code], "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
     for operations in result.get("paths", {}).values():
         for method, operation in operations.items():
             if method in {"get", "post", "put", "patch", "delete"}:
-                operation.setdefault("responses", {}).setdefault("400", error_400)
+                operation.setdefault("responses", {}).setdefault("400", error(400))
+            if "requestBody" in operation:
+                operation["responses"].setdefault("413", error(413))
     return result

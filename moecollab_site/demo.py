@@ -238,13 +238,14 @@ def _run(job_id: int) -> Job:
     """Run a queued job here (or wait for the worker that took it); return it finished."""
     job = Job.objects.get(pk=job_id)
     if job.status == Job.Status.RUNNING and job.worker == _worker_name():
-        job.fail(INTERRUPTED)  # an earlier build died
+        job.fail(INTERRUPTED, settle=False)  # an earlier build died: resumed below
         return job
     try:
         run_job(job_id, worker=_worker_name())
     except BaseException:
         # Ctrl-C inside a handler: the job must not stay "running" for ever.
-        Job.objects.get(pk=job_id).fail(INTERRUPTED)
+        # The next build resumes what this job worked on, so it is not settled here.
+        Job.objects.get(pk=job_id).fail(INTERRUPTED, settle=False)
         raise
     job.refresh_from_db()
     deadline = time.monotonic() + WAIT_FOR_WORKER_S

@@ -11,6 +11,8 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 10
 MESSAGE = "The database is unreachable at the moment; please try again in a few seconds."
+# SQLite's lock held past the busy timeout: the database works, other writers keep it busy.
+BUSY_MESSAGE = "The database is busy with other writes; please try again in a few seconds."
 
 
 def _discard_broken_connections() -> None:
@@ -48,11 +50,14 @@ class DatabaseUnavailableMiddleware:
         log.error("database unavailable during %s %s: %s", request.method, request.path,
                   detail or type(exception).__name__)
         _discard_broken_connections()
+        busy = "database is locked" in detail
+        code, message = ("database_busy", BUSY_MESSAGE) if busy else (
+            "database_unavailable", MESSAGE)
         if _wants_json(request):
-            body = {"error": {"code": "database_unavailable", "message": MESSAGE}}
+            body = {"error": {"code": code, "message": message}}
             response = JsonResponse(body, status=503)
         else:
-            response = HttpResponse(render_to_string("503.html", {"message": MESSAGE}),
+            response = HttpResponse(render_to_string("503.html", {"message": message}),
                                     status=503)
         response["Retry-After"] = str(RETRY_AFTER_S)
         return response

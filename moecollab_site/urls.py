@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -23,7 +22,11 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("signup/", views.signup, name="signup"),
     path("login/", views.ThrottledLoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("logout/", views.TokenRevokingLogoutView.as_view(), name="logout"),
+    path("account/", views.account, name="account"),
+    path("account/token/", views.account_token, name="account-token"),
+    path("account/password/", views.TokenRotatingPasswordChangeView.as_view(),
+         name="password-change"),
     path("experts/", include("experts.urls")),
     path("leaderboards/", expert_views.leaderboards, name="leaderboards"),
     path("gating/", include("gating.urls")),

@@ -2,21 +2,29 @@ from __future__ import annotations
 
 from django import forms
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
 from django.contrib.auth.models import User
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, LogoutView, PasswordChangeView
 from django.core.cache import cache
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
 from django.views import defaults
+from django.views.decorators.http import require_POST
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers
+from rest_framework import permissions, serializers, status
+from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 
+from moecollab_site import services
 from moecollab_site.api import error_responses
 from moecollab_site.roles import CONTRIBUTOR, user_add_role
+from moecollab_site.throttling import client_address, parse_rate
 from training.selectors import job_list, workers_alive
 
 
@@ -30,7 +38,7 @@ class SignUpForm(UserCreationForm):
 
 def home(request):
     context = {
-        "recent_jobs": job_list()[:5],
+        "recent_jobs": job_list(user=request.user)[:5],
         "workers": workers_alive(),
     }
     return render(request, "home.html", context)
@@ -49,10 +57,15 @@ def signup(request):
 
 
 class ObtainTokenView(ObtainAuthToken):
-    """POST username and password, get the API token of that user."""
+    """POST username and password, get the API token of that user; DELETE revokes it."""
 
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
+
+    def get_permissions(self):
+        if self.request.method == "DELETE":
+            return [permissions.IsAuthenticated()]
+        return super().get_permissions()
 
     @extend_schema(
         auth=[],  # this is how a client without a token gets one
@@ -66,17 +79,24 @@ class ObtainTokenView(ObtainAuthToken):
     def post(self, request, *args, **kwargs):
         return super().post(request, *args, **kwargs)
 
+    @extend_schema(
+        request=None, responses={204: None, **error_responses(401, 429)},
+        description="Revoke your API token (the one this request sends, or your session's "
+                    "user's): it answers 401 from now on, and the next POST here issues a new "
+                    "one. Logging out of the site and changing the password revoke it too.")
+    def delete(self, request, *args, **kwargs):
+        services.token_revoke(user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
 
 class ThrottledLoginView(LoginView):
     """The log-in page, refusing further attempts from a client that failed too often."""
 
     def _key(self) -> str:
-        return f"login-fail:{self.request.META.get('REMOTE_ADDR', '?')}"
+        return f"login-fail:{client_address(self.request)}"
 
     def _limit(self) -> tuple[int, int]:
-        count, period = settings.THROTTLE_RATES["auth"].split("/")
-        seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[0]]
-        return int(count), seconds
+        return parse_rate(settings.THROTTLE_RATES["auth"])
 
     def post(self, request, *args, **kwargs):
         limit, period = self._limit()
@@ -95,6 +115,55 @@ class ThrottledLoginView(LoginView):
         cache.add(key, 0, timeout=self._limit()[1])
         cache.incr(key)
         return super().form_invalid(form)
+
+
+class TokenRevokingLogoutView(LogoutView):
+    """Logging out ends the API token too: a token left behind would outlive the session."""
+
+    def post(self, request, *args, **kwargs):
+        if request.user.is_authenticated:
+            services.token_revoke(user=request.user)
+        return super().post(request, *args, **kwargs)
+
+
+@login_required
+def account(request):
+    token = Token.objects.filter(user=request.user).first()
+    return render(request, "registration/account.html", {"token": token})
+
+
+@login_required
+@require_POST
+def account_token(request):
+    """Create or replace (action=rotate) or revoke (action=revoke) one's own API token."""
+    action = request.POST.get("action")
+    if action == "rotate":
+        token = services.token_rotate(user=request.user)
+        return render(request, "registration/account.html",
+                      {"token": token, "new_key": token.key})
+    if action == "revoke":
+        services.token_revoke(user=request.user)
+        messages.success(request, "API token revoked: it no longer works anywhere.")
+        return redirect("account")
+    return render(request, "registration/account.html",
+                  {"token": Token.objects.filter(user=request.user).first(),
+                   "error": "Unknown action; use the buttons below."}, status=400)
+
+
+class TokenRotatingPasswordChangeView(PasswordChangeView):
+    """Django's password change, which also replaces the API token: whoever knew the old
+    password may have taken the token with it."""
+
+    template_name = "registration/password_change_form.html"
+    success_url = reverse_lazy("account")
+
+    def form_valid(self, form):
+        super().form_valid(form)  # saves it and keeps this browser signed in
+        token = services.token_rotate(user=self.request.user)
+        # The new key is shown on this page only (a redirect would carry it in a message).
+        return render(self.request, "registration/account.html", {
+            "token": token, "new_key": token.key,
+            "notice": "Your password was changed, and your API token was replaced."})
 
 
 def page_not_found(request, exception):

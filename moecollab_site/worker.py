@@ -1,28 +1,66 @@
-"""Worker-side plumbing: a heartbeat so the web process can tell whether any worker is alive."""
+"""Worker-side plumbing: a heartbeat so the web process can tell whether any worker is alive.
+
+Each start of a worker is its own *incarnation*: an id made in the main process before the pool
+forks (the pool processes inherit it through the environment), written in the heartbeat and
+recorded by every job the worker claims. A worker restarted under the same name (compose's
+`cpu@%h` with `restart: unless-stopped`) is a new incarnation, so the stale sweep can tell that
+its predecessor's jobs have nobody running them.
+"""
 from __future__ import annotations
 
 import logging
 import os
+import uuid
 
 from celery import bootsteps
+from celery.signals import worker_init
 
 log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 5.0
+INCARNATION_ENV = "MOECOLLAB_WORKER_INCARNATION"
 
 
-def write_heartbeat(*, hostname: str, queues: str) -> None:
+@worker_init.connect
+def _new_incarnation(**kwargs) -> None:
+    os.environ[INCARNATION_ENV] = uuid.uuid4().hex
+
+
+def incarnation() -> str:
+    """This worker start's id ("" outside a worker)."""
+    return os.environ.get(INCARNATION_ENV, "")
+
+
+def write_heartbeat(*, hostname: str, queues: str, first: bool = False) -> None:
     from django.db import DatabaseError
     from django.utils import timezone
 
     from training.models import WorkerHeartbeat
 
+    now = timezone.now()
+    defaults = {"queues": queues, "pid": os.getpid(), "last_seen": now,
+                "incarnation": incarnation()}
+    if first:
+        defaults["started_at"] = now
     try:
-        WorkerHeartbeat.objects.update_or_create(
-            hostname=hostname,
-            defaults={"queues": queues, "pid": os.getpid(), "last_seen": timezone.now()},
-        )
+        WorkerHeartbeat.objects.update_or_create(hostname=hostname, defaults=defaults)
     except DatabaseError as exc:  # the database being away must not kill the worker
         log.warning("heartbeat not written: %s", exc)
+
+
+def sweep_on_start() -> None:
+    """A starting worker sweeps first: with beat inside the worker (the local setup) nothing
+    swept while it was down, and a restart is when a predecessor's jobs are orphaned."""
+    from django.db import DatabaseError
+
+    from training.services import jobs_sweep_stale
+
+    try:
+        result = jobs_sweep_stale()
+    except DatabaseError as exc:
+        log.warning("start-up sweep skipped: %s", exc)
+        return
+    if result["failed"] or result["requeued"]:
+        log.info("start-up sweep: %s", result)
 
 
 class HeartbeatStep(bootsteps.StartStopStep):
@@ -37,7 +75,8 @@ class HeartbeatStep(bootsteps.StartStopStep):
     def start(self, worker):
         queues = ",".join(sorted(q.name for q in worker.app.amqp.queues.consume_from.values()))
         args = {"hostname": worker.hostname, "queues": queues}
-        write_heartbeat(**args)
+        write_heartbeat(**args, first=True)
+        sweep_on_start()
         self.tref = worker.timer.call_repeatedly(
             HEARTBEAT_INTERVAL_S, write_heartbeat, kwargs=args, priority=10
         )

@@ -51,26 +51,33 @@ def database_url_of(settings_dict: dict) -> str:
 class WorkerProcess:
     """A `celery worker` child process on the test database and the configured broker."""
 
-    def __init__(self, env: dict, log_path: Path):
+    def __init__(self, env: dict, log_path: Path, *, hostname: str | None = None,
+                 extra_args: tuple[str, ...] = ()):
         self.env = env
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
-        self.hostname = f"test-{os.getpid()}-{time.monotonic_ns()}@localhost"
+        self.hostname = hostname or f"test-{os.getpid()}-{time.monotonic_ns()}@localhost"
+        self.extra_args = extra_args  # e.g. ("--beat", "--schedule", path): the local setup
 
     def start(self, timeout: float = 120) -> None:
         from training.models import WorkerHeartbeat
 
         cmd = [sys.executable, "-m", "celery", "-A", "moecollab_site", "worker",
                "-Q", "cpu,gpu", "--concurrency", "1", "-l", "INFO", "--purge",
-               "-n", self.hostname]
+               "-n", self.hostname, *self.extra_args]
+        started = WorkerHeartbeat.objects.filter(hostname=self.hostname).values_list(
+            "incarnation", flat=True).first()
         self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env,
-                                     stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT,
+                                     stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited early:\n{self.log_path.read_text()[-3000:]}")
-            if WorkerHeartbeat.objects.filter(hostname=self.hostname).exists():
+            # A restart under the same name is up once its own incarnation is in the row.
+            now = WorkerHeartbeat.objects.filter(hostname=self.hostname).values_list(
+                "incarnation", flat=True).first()
+            if now is not None and now != started:
                 return
             time.sleep(0.5)
         raise RuntimeError(f"worker never sent a heartbeat:\n{self.log_path.read_text()[-3000:]}")
@@ -173,8 +180,14 @@ def make_version(expert: Expert, *, status: str = ExpertVersion.Status.APPROVED,
 
 
 def make_artifact(folder: Path, *, domain: str = "news", labels: list[str] | None = None,
-                  seed: int = 0, mlp_hidden: int = 16) -> tuple[Path, Path]:
-    """A real head-expert artifact on the platform's backbone, random weights, written to disk."""
+                  seed: int = 0, mlp_hidden: int = 16, kind: str = "head",
+                  split_layer: int | None = None, backbone: dict | None = None,
+                  layer_config: dict | None = None, tweak=None) -> tuple[Path, Path]:
+    """A real expert artifact on the platform's backbone, random weights, written to disk.
+
+    backbone / layer_config: fields the manifest claims instead of the platform's (a branch's
+    layers are built from them, so the weights match the claim); tweak(expert) sets weights.
+    """
     import types
 
     import torch
@@ -183,12 +196,19 @@ def make_artifact(folder: Path, *, domain: str = "news", labels: list[str] | Non
     from experts.ml.modules import ExpertConfig, build_expert
     from experts.uploads import platform_backbone
 
-    info = platform_backbone()
+    info = {**platform_backbone(), **(backbone or {})}
     labels = labels or ["World", "Sports", "Business", "Sci/Tech"]
+    split = info["num_layers"] - (kind == "branch") if split_layer is None else split_layer
     torch.manual_seed(seed)
-    expert = build_expert(ExpertConfig(kind="head", domain=domain, labels=labels,
-                                       hidden_size=info["hidden_size"],
-                                       split_layer=info["num_layers"], mlp_hidden=mlp_hidden))
+    expert = build_expert(ExpertConfig(
+        kind=kind, domain=domain, labels=labels, hidden_size=info["hidden_size"],
+        split_layer=split, mlp_hidden=mlp_hidden,
+        n_branch_layers=info["num_layers"] - split if kind == "branch" else 0,
+        layer_config={**info["layer_config"], "hidden_size": info["hidden_size"],
+                      **(layer_config or {})} if kind == "branch" else None))
+    if tweak is not None:
+        with torch.no_grad():
+            tweak(expert)
     save_expert(expert, folder, backbone=types.SimpleNamespace(**info),
                 training={"note": "random weights made by a test", "seed": seed},
                 metrics={"dev_accuracy": 0.25})

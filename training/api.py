@@ -32,14 +32,15 @@ class JobListCreate(generics.ListAPIView):
 
     def get_queryset(self):
         return selectors.job_list(
-            status=self.request.query_params.get("status"),
+            user=self.request.user, status=self.request.query_params.get("status"),
             kind=self.request.query_params.get("kind"),
         )
 
     @extend_schema(parameters=[
         OpenApiParameter("status", str, description="only jobs with this status"),
         OpenApiParameter("kind", str, description="only jobs of this kind"),
-    ], responses={200: JobSerializer(many=True), **error_responses(401, 404)})
+    ], responses={200: JobSerializer(many=True), **error_responses(401, 404)},
+       description="The jobs you started (maintainers: every job).")
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -53,14 +54,18 @@ class JobListCreate(generics.ListAPIView):
             kind=data.validated_data["kind"], user=request.user,
             params=data.validated_data["params"],
         )
-        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+        return Response(JobSerializer(job, context={"request": request}).data,
+                        status=status.HTTP_201_CREATED)
 
 
 class JobDetail(generics.RetrieveAPIView):
     serializer_class = JobSerializer
-    queryset = Job.objects.select_related("created_by")
 
-    @extend_schema(responses={200: JobSerializer, **error_responses(401, 404)})
+    def get_queryset(self):
+        return selectors.job_list(user=self.request.user)
+
+    @extend_schema(responses={200: JobSerializer, **error_responses(401, 404)},
+                   description="A job you started (maintainers: any job); 404 for others'.")
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -73,4 +78,4 @@ class JobCancel(APIView):
                    description="Ask a job to stop (maintainers); 409 when it has finished.")
     def post(self, request, pk: int):
         job = services.job_cancel(job=get_object_or_404(Job, pk=pk))
-        return Response(JobSerializer(job).data)
+        return Response(JobSerializer(job, context={"request": request}).data)

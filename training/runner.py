@@ -79,13 +79,13 @@ def register(kind: str) -> Callable[[Handler], Handler]:
     return wrap
 
 
-def run_job(job_id: int, *, worker: str) -> str:
+def run_job(job_id: int, *, worker: str, incarnation: str = "") -> str:
     """Run the job if it is still queued; returns the final status (or why nothing ran)."""
     job = Job.objects.filter(pk=job_id).first()
     if job is None:
         log.warning("job %s does not exist; message dropped", job_id)
         return "missing"
-    if not job.claim(worker=worker):
+    if not job.claim(worker=worker, incarnation=incarnation):
         log.info("job %s is %s already; redelivered message ignored", job_id, job.status)
         return "skipped"
     handler = HANDLERS.get(job.kind)

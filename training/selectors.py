@@ -10,13 +10,18 @@ from django.utils import timezone
 from training.models import Job, WorkerHeartbeat
 
 
-def job_list(*, status: str | None = None, kind: str | None = None) -> QuerySet[Job]:
-    qs = Job.objects.select_related("created_by")
+def job_list(*, user, status: str | None = None, kind: str | None = None) -> QuerySet[Job]:
+    """The jobs this user may see (Job.objects.visible_to), newest first."""
+    qs = Job.objects.visible_to(user).select_related("created_by")
     if status:
         qs = qs.filter(status=status)
     if kind:
         qs = qs.filter(kind=kind)
     return qs
+
+
+def job_get(*, user, pk: int) -> Job | None:
+    return job_list(user=user).filter(pk=pk).first()
 
 
 def workers_alive() -> list[WorkerHeartbeat]:

@@ -73,20 +73,26 @@ def job_cancel(*, job: Job) -> Job:
                               status_code=409)
         job.cancel_requested = True
         fields = ["cancel_requested"]
-        if job.status == Job.Status.QUEUED:
+        ended = job.status == Job.Status.QUEUED
+        if ended:
             job.status = Job.Status.CANCELLED
             job.finished_at = timezone.now()
             fields += ["status", "finished_at"]
         job.save(update_fields=fields)
+        if ended:
+            job.settle(Job.Status.CANCELLED, "cancelled before it started")
     return job
 
 
 def jobs_sweep_stale() -> dict:
-    """End running jobs whose worker stopped sending heartbeats; re-send queued ones.
+    """End running jobs nobody runs any more; re-send queued ones whose message may be lost.
 
-    A worker killed mid-job never writes the outcome, so without this the job would say
-    "running" forever. A queued job whose message was lost (a broker restarted without
-    persistence) is dispatched again; claim() makes sure it still runs only once.
+    A running job is orphaned when the worker incarnation that claimed it stopped sending
+    heartbeats for MOECOLLAB_WORKER_STALE_S, or was replaced: a worker restarted under the same
+    name writes a new incarnation into the heartbeat, so liveness never rests on the name.
+    Without this a killed worker's job would say "running" forever. A queued job whose message
+    was lost (a broker restarted without persistence) is dispatched again; claim() makes sure
+    it still runs only once.
     """
     from datetime import timedelta
 
@@ -96,15 +102,25 @@ def jobs_sweep_stale() -> dict:
 
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.MOECOLLAB_WORKER_STALE_S)
-    heartbeats = WorkerHeartbeat.objects.filter(last_seen__gte=stale_before)
-    alive = set(heartbeats.values_list("hostname", flat=True))
+    beats = {b.incarnation or b.hostname: b for b in WorkerHeartbeat.objects.all()}
+    by_name = {b.hostname: b for b in beats.values()}
     failed = 0
     running = Job.objects.filter(status=Job.Status.RUNNING, started_at__lt=stale_before)
-    for job in running.exclude(worker__in=alive):
-        last = WorkerHeartbeat.objects.filter(hostname=job.worker).values_list("last_seen")
-        seen = f"last heartbeat {last[0][0]:%Y-%m-%d %H:%M:%S} UTC" if last else "no heartbeat"
-        failed += job.fail(f"worker {job.worker or '?'} stopped while running this job "
-                           f"({seen}); marked failed by the stale-job sweep")
+    for job in running:
+        # Jobs claimed before incarnations existed are matched by the worker's name.
+        beat = beats.get(job.worker_incarnation) if job.worker_incarnation else by_name.get(
+            job.worker)
+        if beat is not None and beat.last_seen >= stale_before:
+            continue
+        if beat is not None:
+            why = f"last heartbeat {beat.last_seen:%Y-%m-%d %H:%M:%S} UTC"
+        elif job.worker in by_name:
+            why = "it was restarted since and the new start does not know this job"
+        else:
+            why = "no heartbeat"
+        if job.fail(f"worker {job.worker or '?'} stopped while running this job ({why}); "
+                    "marked failed by the stale-job sweep"):
+            failed += 1
     requeue_before = now - timedelta(seconds=settings.MOECOLLAB_REQUEUE_AFTER_S)
     requeued = 0
     # Sent long ago but never claimed, or never sent at all (the web process died between

@@ -8,13 +8,14 @@ from __future__ import annotations
 from celery import shared_task
 from celery.signals import task_failure
 
+from moecollab_site.worker import incarnation
 from training.runner import run_job
 from training.services import RUN_JOB_TASK, jobs_sweep_stale
 
 
 @shared_task(name=RUN_JOB_TASK, bind=True, acks_late=True, ignore_result=True)
 def run_job_task(self, job_id: int) -> str:
-    return run_job(job_id, worker=self.request.hostname or "worker")
+    return run_job(job_id, worker=self.request.hostname or "worker", incarnation=incarnation())
 
 
 @shared_task(name="training.sweep_stale_jobs", ignore_result=True, time_limit=120)

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import JsonResponse
+from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -15,20 +15,28 @@ from training.serializers import JobSerializer
 
 
 def job_list_page(request):
-    jobs = selectors.job_list(status=request.GET.get("status") or None)
+    jobs = selectors.job_list(user=request.user, status=request.GET.get("status") or None)
     page = Paginator(jobs, 25).get_page(request.GET.get("page"))
     return render(request, "training/job_list.html", {"page": page, "statuses": Job.Status})
 
 
+def _visible_job(request, pk: int) -> Job:
+    job = selectors.job_get(user=request.user, pk=pk)
+    if job is None:
+        raise Http404("no such job")
+    return job
+
+
 def job_detail_page(request, pk: int):
-    job = get_object_or_404(Job.objects.select_related("created_by"), pk=pk)
-    return render(request, "training/job_detail.html", {"job": job})
+    job = _visible_job(request, pk)
+    return render(request, "training/job_detail.html",
+                  {"job": job, "error": job.error_for(request.user)})
 
 
 def job_status_json(request, pk: int):
     """What the detail page polls for its progress bar."""
-    job = get_object_or_404(Job, pk=pk)
-    return JsonResponse(JobSerializer(job).data)
+    job = _visible_job(request, pk)
+    return JsonResponse(JobSerializer(job, context={"request": request}).data)
 
 
 @require_POST

@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 from transformers.masking_utils import create_bidirectional_mask
 
 from experts.ml.safetensors_header import read_header
-from experts.ml.trunk import LayeredBatch, TrunkSet, TrunkSpec, mean_pool
+from experts.ml.trunk import LayeredBatch, TrunkSet, TrunkSpec, mean_pool, pad_ids
 
 logger = logging.getLogger(__name__)
 
@@ -127,14 +127,7 @@ class Backbone:
 
     def pad(self, ids: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-pad id lists into (B, T) input_ids and attention_mask on the backbone's device."""
-        width = max(len(x) for x in ids)
-        pad_id = self.tokenizer.pad_token_id or 0
-        input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for i, row in enumerate(ids):
-            input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, : len(row)] = 1
-        return input_ids.to(self.device), mask.to(self.device)
+        return pad_ids(ids, device=self.device, pad_id=self.tokenizer.pad_token_id or 0)
 
     def embed_tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Embedding-layer output (layer 0) for (B, T) ids; the mask is accepted for symmetry."""
@@ -179,8 +172,10 @@ class Backbone:
                         pooled[layer] = mean_pool(hidden, mask)  # (B, H)
                     if layer in token_layers:
                         states[layer] = hidden
+                keep_mask = bool(states) or spec.ids
                 yield idx, LayeredBatch(pooled=pooled, hidden=states,
-                                        mask=mask if states else None)
+                                        mask=mask if keep_mask else None,
+                                        input_ids=input_ids if spec.ids else None)
 
     def encode_set(
         self, texts: Sequence[str], spec: TrunkSpec,
@@ -192,7 +187,8 @@ class Backbone:
                   for k in spec.all_pooled}
         tokens: dict[int, list] = {k: [None] * n for k in spec.tokens}
         done = 0
-        for idx, batch in self.encode_batches(texts, spec):
+        for idx, batch in self.encode_batches(texts, TrunkSpec.of(pooled=spec.pooled,
+                                                                  tokens=spec.tokens)):
             lengths = batch.mask.sum(dim=1).tolist() if batch.mask is not None else []
             for layer, values in batch.pooled.items():
                 pooled[layer][idx] = values.cpu()
@@ -203,7 +199,8 @@ class Backbone:
             done += len(idx)
             if on_batch is not None:
                 on_batch(done, n)
-        return TrunkSet(pooled=pooled, tokens=tokens)
+        return TrunkSet(pooled=pooled, tokens=tokens,
+                        ids=self.tokenize(texts) if spec.ids else None)
 
     def encode(
         self, texts: Sequence[str], *, layer: int, tokens: bool = False,
@@ -251,8 +248,10 @@ def load_backbone(cfg: BackboneConfig | None = None) -> Backbone:
 
 
 def describe_backbone(cfg: BackboneConfig | None = None) -> dict:
-    """Name, fingerprint, layers and width of a backbone from its files, without its weights
-    in memory: what a process that only compares fingerprints needs."""
+    """Name, fingerprint, layers, width and layer config of a backbone from its files, without
+    its weights in memory: what a process that only checks manifests against it needs."""
+    from experts.ml.modules import LAYER_CONFIG_KEYS  # modules imports this module
+
     cfg = cfg or BackboneConfig()
     folder = Path(cfg.path) if cfg.path else packaged_model_path()
     hf_config = AutoConfig.from_pretrained(folder, local_files_only=True)
@@ -262,6 +261,8 @@ def describe_backbone(cfg: BackboneConfig | None = None) -> dict:
         "fingerprint": _fingerprint_folder(folder, tokenizer.get_vocab()),
         "num_layers": hf_config.num_hidden_layers,
         "hidden_size": hf_config.hidden_size,
+        # What a branch expert's layers are rebuilt from (build_expert copies the same keys).
+        "layer_config": {k: getattr(hf_config, k) for k in LAYER_CONFIG_KEYS},
     }
 
 

@@ -142,6 +142,7 @@ class FeatureCache:
         self, texts: Sequence[str], spec: TrunkSpec, *, on_progress: ProgressFn | None = None
     ) -> TrunkSet:
         """The TrunkSet of `texts` for `spec`, encoding what is missing in one backbone pass."""
+        ids = spec.ids
         spec = TrunkSpec.of(pooled=spec.all_pooled, tokens=spec.tokens)
         digests = [text_hash(t) for t in texts]
         missing: dict[bytes, str] = {}
@@ -162,6 +163,8 @@ class FeatureCache:
         return TrunkSet(
             pooled={layer: self._read_pooled(digests, layer) for layer in spec.pooled},
             tokens={layer: self._read_tokens(digests, layer) for layer in spec.tokens},
+            # Token ids are not cached: tokenizing is cheap next to encoding.
+            ids=self.backbone.tokenize(texts) if ids else None,
         )
 
     def pooled(

@@ -1,23 +1,32 @@
-"""Strict schema of an expert's manifest.json, in plain Python so each message names its field."""
+"""Strict schema of an expert's manifest.json, in plain Python so each message names its field.
+
+No torch here: the upload checks (upload_checks.py) run this schema in the web process and in the
+contributor's command line, where torch is not installed.
+"""
 from __future__ import annotations
 
 import math
 import re
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-from transformers.activations import ACT2FN
-
-from experts.ml.modules import EXPERT_KINDS, LAYER_CLASSES, LAYER_CONFIG_KEYS, ExpertConfig
+from experts.ml.architecture import (
+    EXPERT_KINDS,
+    HIDDEN_ACTS,
+    LAYER_CONFIG_KEYS,
+    LAYER_MODEL_TYPES,
+    ExpertConfig,
+)
 from experts.ml.safetensors_header import FLOAT_DTYPES
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
     from experts.ml.backbone import Backbone
 
 FORMAT_VERSION = 1
 ALLOWED_DTYPES = FLOAT_DTYPES  # floating weights only: nothing else has a use here
-_TORCH_TO_ST = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+_TORCH_TO_ST = {"torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16"}
 MAX_LABELS = 1000
 MAX_TEXT = 10_000  # characters in free-text fields (description)
 _DOMAIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -37,7 +46,19 @@ def _is_int(x: Any) -> bool:
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    """A finite JSON number that converts to float (a 400-digit integer does not)."""
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(float(x))
+    except OverflowError:
+        return False
+
+
+def _brief(x: Any, limit: int = 60) -> str:
+    """A manifest value for a message: short whatever the upload holds."""
+    text = repr(x)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _check_layer_config(lc: Any, hidden_size: Any, errors: list[str]) -> None:
@@ -48,8 +69,9 @@ def _check_layer_config(lc: Any, hidden_size: Any, errors: list[str]) -> None:
     if set(lc) != set(LAYER_CONFIG_KEYS):
         errors.append(f"{where} must have exactly the keys {', '.join(LAYER_CONFIG_KEYS)}")
         return
-    if lc["model_type"] not in LAYER_CLASSES:
-        errors.append(f"{where}.model_type must be one of {', '.join(LAYER_CLASSES)}")
+    # isinstance first: a list or an object is unhashable, and these are dict lookups.
+    if not isinstance(lc["model_type"], str) or lc["model_type"] not in LAYER_MODEL_TYPES:
+        errors.append(f"{where}.model_type must be one of {', '.join(LAYER_MODEL_TYPES)}")
     for key, bound in _LAYER_INTS.items():
         if not _is_int(lc[key]) or not 1 <= lc[key] <= bound:
             errors.append(f"{where}.{key} must be an integer in 1..{bound}")
@@ -59,11 +81,27 @@ def _check_layer_config(lc: Any, hidden_size: Any, errors: list[str]) -> None:
         "num_attention_heads"
     ] > 0 and lc["hidden_size"] % lc["num_attention_heads"]:
         errors.append(f"{where}.num_attention_heads must divide hidden_size")
-    if lc["hidden_act"] not in ACT2FN:
+    if not isinstance(lc["hidden_act"], str) or lc["hidden_act"] not in HIDDEN_ACTS:
         errors.append(f"{where}.hidden_act must be a known activation name")
     for key in ("layer_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob"):
         if not _is_number(lc[key]) or not 0 <= lc[key] < 1:
             errors.append(f"{where}.{key} must be a number in [0, 1)")
+
+
+def _check_lora_architecture(m: dict, arch: dict, errors: list[str]) -> None:
+    """A LoRA expert's architecture is its adapter_config.json, checked as PEFT defines it."""
+    from experts.ml.lora_config import check_adapter_config
+
+    for key in sorted(set(arch) - {"adapter_config"}):
+        errors.append(f"manifest.architecture has unknown field {key!r}")
+    bb = m.get("backbone")
+    n_layers = bb.get("num_layers") if isinstance(bb, dict) else None
+    if not (_is_int(n_layers) and 1 <= n_layers <= 256):
+        return  # reported by the backbone check
+    if m.get("split_layer") != n_layers:
+        errors.append(f"manifest.split_layer must be backbone.num_layers ({n_layers}) for a LoRA "
+                      "expert: it adapts the whole backbone")
+    errors.extend(check_adapter_config(arch.get("adapter_config"), num_layers=n_layers))
 
 
 def _check_architecture(m: dict, errors: list[str]) -> None:
@@ -72,6 +110,9 @@ def _check_architecture(m: dict, errors: list[str]) -> None:
         return  # reported as required
     if not isinstance(arch, dict):
         errors.append("manifest.architecture must be an object")
+        return
+    if m.get("kind") == "lora":
+        _check_lora_architecture(m, arch, errors)
         return
     allowed = {"mlp_hidden", "n_branch_layers", "dropout", "layer_config"}
     for key in sorted(set(arch) - allowed):
@@ -92,7 +133,10 @@ def _check_architecture(m: dict, errors: list[str]) -> None:
         if "layer_config" in arch:
             errors.append("manifest.architecture.layer_config is only for branch experts")
     elif m.get("kind") == "branch":
-        if _is_int(n_layers) and _is_int(split) and nbl != n_layers - split:
+        # Only with both in range (reported otherwise): the difference of two 4,300-digit
+        # integers has more digits than str() converts.
+        in_range = _is_int(n_layers) and 1 <= n_layers <= 256 and _is_int(split) and split >= 0
+        if in_range and nbl != n_layers - split:
             errors.append(
                 "manifest.architecture.n_branch_layers must equal backbone.num_layers - split_layer"
                 f" ({n_layers} - {split} = {n_layers - split}), got {nbl}"
@@ -156,9 +200,11 @@ def validate_manifest(m: Any) -> list[str]:
         errors.append(f"manifest.{key} is required")
     version = m.get("format_version")
     if "format_version" in m and (not _is_int(version) or version != FORMAT_VERSION):
-        errors.append(f"manifest.format_version must be {FORMAT_VERSION}, got {version!r}")
+        errors.append(f"manifest.format_version must be {FORMAT_VERSION}, got {_brief(version)}")
     if "kind" in m and m["kind"] not in EXPERT_KINDS:
-        errors.append(f"manifest.kind must be one of {', '.join(EXPERT_KINDS)}, got {m['kind']!r}")
+        errors.append(
+            f"manifest.kind must be one of {', '.join(EXPERT_KINDS)}, got {_brief(m['kind'])}"
+        )
     if "domain" in m and (not isinstance(m["domain"], str) or not _DOMAIN_RE.match(m["domain"])):
         errors.append(
             "manifest.domain must be 1..64 characters of letters, digits, '_', '.', '-' "
@@ -179,7 +225,7 @@ def validate_manifest(m: Any) -> list[str]:
     n_layers = bb.get("num_layers") if isinstance(bb, dict) else None
     if "split_layer" in m and (not _is_int(split) or split < 0):
         errors.append("manifest.split_layer must be a non-negative integer")
-    elif _is_int(split) and _is_int(n_layers) and split > n_layers:
+    elif _is_int(split) and _is_int(n_layers) and 1 <= n_layers <= 256 and split > n_layers:
         errors.append(f"manifest.split_layer must be at most backbone.num_layers ({n_layers})")
     _check_architecture(m, errors)
     _check_tensors(m, errors)
@@ -199,6 +245,10 @@ def validate_manifest(m: Any) -> list[str]:
 def expert_config_from_manifest(m: dict) -> ExpertConfig:
     """The ExpertConfig a valid manifest describes."""
     arch = m["architecture"]
+    if m["kind"] == "lora":
+        return ExpertConfig(kind="lora", domain=m["domain"], labels=list(m["labels"]),
+                            hidden_size=m["backbone"]["hidden_size"],
+                            split_layer=m["split_layer"], lora=arch["adapter_config"])
     return ExpertConfig(
         kind=m["kind"], domain=m["domain"], labels=list(m["labels"]),
         hidden_size=m["backbone"]["hidden_size"], split_layer=m["split_layer"],
@@ -228,7 +278,8 @@ def build_manifest(
         },
         "split_layer": cfg.split_layer, "architecture": arch,
         "tensors": {
-            k: {"dtype": _TORCH_TO_ST[v.dtype], "shape": list(v.shape)} for k, v in tensors.items()
+            k: {"dtype": _TORCH_TO_ST[str(v.dtype)], "shape": list(v.shape)}
+            for k, v in tensors.items()
         },
         "training": training, "metrics": {k: float(v) for k, v in metrics.items()},
     }

@@ -1,8 +1,7 @@
 """Expert modules: an MLP head on the pooled trunk, or fine-tuned top backbone layers + a head."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -10,32 +9,22 @@ from transformers import AutoConfig, PretrainedConfig
 from transformers.models.bert.modeling_bert import BertLayer
 from transformers.models.roberta.modeling_roberta import RobertaLayer
 
+# Kinds, config and layer fields are plain Python in architecture.py (the upload checks read
+# them without torch); re-exported here, where the modules they describe are built.
+from experts.ml.architecture import (  # noqa: F401
+    EXPERT_KINDS,
+    LAYER_CONFIG_KEYS,
+    LAYER_MODEL_TYPES,
+    ExpertConfig,
+)
 from experts.ml.backbone import run_encoder_layers
 from experts.ml.trunk import TrunkBatch, mean_pool
 
 if TYPE_CHECKING:
     from experts.ml.backbone import Backbone
 
-EXPERT_KINDS = ("head", "branch")
 # Encoder layer classes a branch expert can be rebuilt from without loading the backbone.
 LAYER_CLASSES: dict[str, type[nn.Module]] = {"bert": BertLayer, "roberta": RobertaLayer}
-LAYER_CONFIG_KEYS = (
-    "model_type", "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act",
-    "layer_norm_eps", "hidden_dropout_prob", "attention_probs_dropout_prob",
-)
-
-
-@dataclass
-class ExpertConfig:
-    kind: Literal["head", "branch"]  # head = MLP on pooled trunk; branch = top layers + MLP
-    domain: str  # domain the expert classifies; labels are namespaced as "domain:label"
-    labels: list[str]  # output classes, in logit order
-    hidden_size: int  # backbone hidden size H
-    split_layer: int  # trunk depth: backbone layers [0, split_layer) are shared and frozen
-    n_branch_layers: int = 0  # branch: fine-tuned layers above the split (= num_layers - split)
-    mlp_hidden: int = 256  # width of the MLP head's hidden layer
-    dropout: float = 0.1  # dropout in the MLP head during training
-    layer_config: dict[str, Any] | None = field(default=None)  # branch: LAYER_CONFIG_KEYS of HF
 
 
 class MLPHead(nn.Module):
@@ -112,6 +101,8 @@ def build_expert(cfg: ExpertConfig, backbone: Backbone | None = None) -> HeadExp
     """Build an expert; a branch copies its layers from `backbone`, else builds them from config."""
     if cfg.kind == "head":
         return HeadExpert(cfg)
+    if cfg.kind == "lora":
+        raise ValueError("a LoRA expert is loaded from its adapter (experts.ml.lora), not built")
     if cfg.kind != "branch":
         raise ValueError(f"expert kind must be one of {EXPERT_KINDS}, got {cfg.kind!r}")
     if backbone is not None:

@@ -12,6 +12,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from experts.ml import safe_json
+
 MAX_HEADER_BYTES = 1024 * 1024  # safetensors JSON header cap; real experts need a few KiB
 # Byte size of every dtype safetensors defines, so offsets can be checked before dtypes.
 DTYPE_SIZES = {
@@ -39,9 +41,12 @@ def read_header(read: Callable[[int], bytes], size: int, *, max_header: int) -> 
     if n > size - 8:
         raise HeaderError(f"oversized header: {n} bytes declared but the file holds {size} bytes")
     try:
-        header = json.loads(read(n).decode("utf-8"))
+        header = safe_json.loads(read(n).decode("utf-8"), what="safetensors header",
+                                 path="safetensors header")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HeaderError(f"safetensors header is not valid JSON: {exc}") from None
+    except safe_json.JSONRefused as exc:
+        raise HeaderError(str(exc)) from None
     if not isinstance(header, dict):
         raise HeaderError("safetensors header must be a JSON object")
     return header, n
@@ -54,6 +59,19 @@ def header_metadata(data: bytes, *, max_header: int = MAX_HEADER_BYTES) -> dict:
     if not isinstance(meta, dict):
         raise HeaderError("safetensors __metadata__ must map strings to strings")
     return meta
+
+
+def _u64s(xs) -> bool:
+    """A list of integers each fitting safetensors' unsigned 64-bit fields."""
+    return isinstance(xs, list) and all(
+        isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**64 for x in xs
+    )
+
+
+def _brief(value, limit: int = 80) -> str:
+    """A header value for a message: short whatever the file holds."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 @dataclass
@@ -85,19 +103,16 @@ def parse_safetensors_header(
                 f"tensor {name!r}: header entry needs exactly dtype, shape, data_offsets"
             )
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in DTYPE_SIZES:
-            raise HeaderError(f"tensor {name!r} has unknown dtype {dtype!r}")
+        if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
+            raise HeaderError(f"tensor {name!r} has unknown dtype {_brief(dtype)}")
         if dtype not in allowed:
             raise HeaderError(
                 f"tensor {name!r} has dtype {dtype}; allowed dtypes: {', '.join(allowed)}"
             )
-        ints = lambda xs: isinstance(xs, list) and all(  # noqa: E731
-            isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in xs
-        )
-        if not ints(shape):
-            raise HeaderError(f"tensor {name!r} has an invalid shape {shape!r}")
-        if not ints(offsets) or len(offsets) != 2 or offsets[0] > offsets[1]:
-            raise HeaderError(f"tensor {name!r} has invalid data offsets {offsets!r}")
+        if not _u64s(shape):
+            raise HeaderError(f"tensor {name!r} has an invalid shape {_brief(shape)}")
+        if not _u64s(offsets) or len(offsets) != 2 or offsets[0] > offsets[1]:
+            raise HeaderError(f"tensor {name!r} has invalid data offsets {_brief(offsets)}")
         begin, end = offsets
         if end > data_len:
             raise HeaderError(
@@ -105,6 +120,11 @@ def parse_safetensors_header(
                 f"holds {data_len} bytes (out-of-range offsets)"
             )
         need = math.prod(shape) * DTYPE_SIZES[dtype]
+        if need > data_len:  # a product of 64-bit sizes can have more digits than str() allows
+            raise HeaderError(
+                f"tensor {name!r}: dtype {dtype} and shape {_brief(shape)} need more bytes than "
+                f"the {data_len}-byte data section holds"
+            )
         if end - begin != need:
             raise HeaderError(
                 f"tensor {name!r}: data offsets span {end - begin} bytes, "

@@ -30,6 +30,7 @@ class TrunkBatch:
     pooled: torch.Tensor  # (B, H) mean-pooled states, what heads read
     hidden: torch.Tensor | None = None  # (B, T, H) token states (branch experts only)
     mask: torch.Tensor | None = None  # (B, T) 1 = real token, 0 = padding
+    input_ids: torch.Tensor | None = None  # (B, T) token ids (LoRA experts run the backbone)
 
 
 def collate_trunk(
@@ -56,23 +57,44 @@ def pad_states(
     return hidden.to(device), mask.to(device)
 
 
+def pad_ids(ids: Sequence[Sequence[int]], *, device: torch.device | str | None = None,
+            pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) right-padded token ids and their (B, T) mask."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, row in enumerate(ids):
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return input_ids.to(device), mask.to(device)
+
+
 def slice_trunk(trunk: TrunkBatch, rows: torch.Tensor, *, tokens: bool) -> TrunkBatch:
     """The rows of a TrunkBatch; token states only if wanted, trimmed to the rows' longest input."""
     pooled = trunk.pooled.index_select(0, rows)  # (n, H)
-    hidden = mask = None
-    if tokens:
-        if trunk.hidden is None or trunk.mask is None:
+    hidden = mask = input_ids = None
+    if tokens or trunk.input_ids is not None:
+        if trunk.mask is None or (tokens and trunk.hidden is None):
             raise ValueError("an expert needs token states but the trunk batch has none")
         mask = trunk.mask.index_select(0, rows)  # (n, T)
         length = int(mask.sum(dim=1).max().item()) if rows.numel() else 0
         mask = mask[:, :length]  # (n, T')
-        hidden = trunk.hidden.index_select(0, rows)[:, :length]  # (n, T', H)
-    return dataclasses.replace(trunk, pooled=pooled, hidden=hidden, mask=mask)
+        if tokens:
+            hidden = trunk.hidden.index_select(0, rows)[:, :length]  # (n, T', H)
+        if trunk.input_ids is not None:
+            input_ids = trunk.input_ids.index_select(0, rows)[:, :length]  # (n, T')
+    return dataclasses.replace(trunk, pooled=pooled, hidden=hidden, mask=mask,
+                               input_ids=input_ids)
 
 
 def expert_tap(expert: nn.Module) -> tuple[int, bool]:
     """(split layer, needs token states) of an expert: where it taps the trunk."""
     return int(expert.config.split_layer), bool(getattr(expert, "needs_tokens", False))
+
+
+def needs_ids(expert: nn.Module) -> bool:
+    """True for experts that run the backbone themselves (LoRA) and read the token ids."""
+    return bool(getattr(expert, "needs_ids", False))
 
 
 @dataclass(frozen=True)
@@ -81,20 +103,25 @@ class TrunkSpec:
 
     pooled: tuple[int, ...] = ()  # layers whose mean-pooled states are needed, sorted
     tokens: tuple[int, ...] = ()  # layers whose token states are needed, sorted
+    ids: bool = False  # token ids and mask (for experts that run the backbone themselves)
 
     @classmethod
-    def of(cls, *, pooled: Iterable[int] = (), tokens: Iterable[int] = ()) -> TrunkSpec:
-        return cls(tuple(sorted(set(pooled))), tuple(sorted(set(tokens))))
+    def of(cls, *, pooled: Iterable[int] = (), tokens: Iterable[int] = (), ids: bool = False
+           ) -> TrunkSpec:
+        return cls(tuple(sorted(set(pooled))), tuple(sorted(set(tokens))), ids)
 
     @classmethod
     def for_experts(cls, experts: Iterable[nn.Module], *, router_layers: Iterable[int] = ()
                     ) -> TrunkSpec:
         """What the experts (at their split layers) and a router (at its layers) read."""
-        pooled, tokens = set(router_layers), set()
+        pooled, tokens, ids = set(router_layers), set(), False
         for expert in experts:
+            if needs_ids(expert):
+                ids = True
+                continue
             layer, needs_tokens = expert_tap(expert)
             (tokens if needs_tokens else pooled).add(layer)
-        return cls.of(pooled=pooled, tokens=tokens)
+        return cls.of(pooled=pooled, tokens=tokens, ids=ids)
 
     @property
     def depth(self) -> int:
@@ -113,10 +140,22 @@ class LayeredBatch:
 
     pooled: dict[int, torch.Tensor]  # layer -> (B, H) float32
     hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, T, H)
-    mask: torch.Tensor | None = None  # (B, T), shared by every layer's token states
+    mask: torch.Tensor | None = None  # (B, T), shared by every layer's token states and ids
+    input_ids: torch.Tensor | None = None  # (B, T) when the spec asked for ids
 
     def __len__(self) -> int:
+        if self.input_ids is not None:
+            return self.input_ids.shape[0]
         return next(iter(self.pooled.values())).shape[0]
+
+    def ids_view(self) -> TrunkBatch:
+        """What an expert that runs the backbone itself reads: the token ids and their mask."""
+        if self.input_ids is None or self.mask is None:
+            raise ValueError("the trunk batch has no token ids")
+        pooled = next(iter(self.pooled.values()), None)
+        if pooled is None:  # no layer is read: a placeholder of the right batch size
+            pooled = self.input_ids.new_zeros((self.input_ids.shape[0], 0), dtype=torch.float32)
+        return TrunkBatch(pooled=pooled, mask=self.mask, input_ids=self.input_ids)
 
     def view(self, layer: int, *, tokens: bool = False) -> TrunkBatch:
         """The TrunkBatch of one layer, as an expert tapping that layer reads it."""
@@ -129,6 +168,8 @@ class LayeredBatch:
         return TrunkBatch(pooled=self.pooled[layer], hidden=self.hidden[layer], mask=self.mask)
 
     def for_expert(self, expert: nn.Module) -> TrunkBatch:
+        if needs_ids(expert):
+            return self.ids_view()
         layer, tokens = expert_tap(expert)
         return self.view(layer, tokens=tokens)
 
@@ -143,8 +184,11 @@ class TrunkSet:
 
     pooled: dict[int, torch.Tensor]  # layer -> (N, H) float32
     tokens: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # layer -> N x (T_i, H)
+    ids: list[list[int]] | None = None  # N token id lists, when the spec asked for ids
 
     def __len__(self) -> int:
+        if self.ids is not None:
+            return len(self.ids)
         return next(iter(self.pooled.values())).shape[0]
 
     def features(self, layers: Sequence[int]) -> torch.Tensor:
@@ -152,23 +196,26 @@ class TrunkSet:
         return torch.cat([self.pooled[layer] for layer in layers], dim=1)
 
     def lengths(self) -> torch.Tensor | None:
-        """(N,) token counts when token states are held, else None."""
-        if not self.tokens:
-            return None
-        states = next(iter(self.tokens.values()))
-        return torch.tensor([t.shape[0] for t in states])
+        """(N,) token counts when token states or ids are held, else None."""
+        if self.tokens:
+            return torch.tensor([t.shape[0] for t in next(iter(self.tokens.values()))])
+        if self.ids is not None:
+            return torch.tensor([len(x) for x in self.ids])
+        return None
 
     def batch(self, rows: Sequence[int] | torch.Tensor, *, device: torch.device | str = "cpu",
               tokens: bool = True) -> LayeredBatch:
         """The LayeredBatch of `rows`; token states padded only if held (and wanted)."""
         idx = torch.as_tensor(rows, dtype=torch.long)
         pooled = {k: v.index_select(0, idx).to(device) for k, v in self.pooled.items()}
-        if not tokens or not self.tokens:
+        if not tokens or (not self.tokens and self.ids is None):
             return LayeredBatch(pooled=pooled)
-        hidden, mask = {}, None
+        hidden, mask, input_ids = {}, None, None
         for layer, states in self.tokens.items():
             hidden[layer], mask = pad_states([states[i] for i in idx.tolist()], device=device)
-        return LayeredBatch(pooled=pooled, hidden=hidden, mask=mask)
+        if self.ids is not None:
+            input_ids, mask = pad_ids([self.ids[i] for i in idx.tolist()], device=device)
+        return LayeredBatch(pooled=pooled, hidden=hidden, mask=mask, input_ids=input_ids)
 
     def batches(self, batch_size: int, *, device: torch.device | str = "cpu", tokens: bool = True
                 ) -> Iterator[tuple[torch.Tensor, LayeredBatch]]:
@@ -186,14 +233,16 @@ class TrunkSet:
         idx = torch.as_tensor(rows, dtype=torch.long)
         keep = idx.tolist()
         return TrunkSet(pooled={k: v.index_select(0, idx) for k, v in self.pooled.items()},
-                        tokens={k: [v[i] for i in keep] for k, v in self.tokens.items()})
+                        tokens={k: [v[i] for i in keep] for k, v in self.tokens.items()},
+                        ids=[self.ids[i] for i in keep] if self.ids is not None else None)
 
     @classmethod
     def concat(cls, sets: Sequence[TrunkSet]) -> TrunkSet:
         """One set holding the inputs of `sets` in order (they must hold the same layers)."""
         first = sets[0]
         return cls(pooled={k: torch.cat([s.pooled[k] for s in sets]) for k in first.pooled},
-                   tokens={k: [t for s in sets for t in s.tokens[k]] for k in first.tokens})
+                   tokens={k: [t for s in sets for t in s.tokens[k]] for k in first.tokens},
+                   ids=[x for s in sets for x in s.ids] if first.ids is not None else None)
 
 
 @torch.no_grad()
@@ -207,7 +256,7 @@ def experts_logits(
     router's cached expert outputs and the benchmark's oracle all read it.
     """
     out = [torch.empty(len(trunks), len(e.config.labels)) for e in experts]
-    tokens = any(expert_tap(e)[1] for e in experts)
+    tokens = any(expert_tap(e)[1] or needs_ids(e) for e in experts)
     for e in experts:
         e.eval()
     for rows, batch in trunks.batches(batch_size, device=device, tokens=tokens):

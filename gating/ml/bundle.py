@@ -19,7 +19,7 @@ from torch import nn
 from experts.ml.common import atomic_write_bytes
 from experts.ml.modules import ExpertConfig, build_expert
 from experts.ml.safetensors_header import HeaderError, header_metadata, parse_safetensors_header
-from experts.ml.trunk import TrunkSpec
+from experts.ml.trunk import TrunkSpec, needs_ids
 from gating.ml.moe import LabelSpace, MixtureOfExperts
 from gating.ml.router import Router, RouterConfig
 
@@ -64,6 +64,9 @@ def bundle_bytes(model: GatingModel) -> bytes:
     for i, expert in enumerate(model.moe.experts):
         for k, v in expert.state_dict().items():
             tensors[f"experts.{i}.{k}"] = v
+        if needs_ids(expert):  # a LoRA expert's adapter lives in its bank
+            for k, v in expert.bank.adapter_state(expert.key).items():
+                tensors[f"experts.{i}.adapter.{k}"] = v
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
     spec = model.spec
     meta = {
@@ -102,8 +105,12 @@ def _meta(data: bytes, path: Path) -> dict:
     return meta
 
 
-def load_bundle(path: str | Path, *, expected_fingerprint: str | None = None) -> GatingModel:
-    """Rebuild a gating model from a platform-written bundle (safetensors, nothing unpickled)."""
+def load_bundle(path: str | Path, *, expected_fingerprint: str | None = None,
+                backbone=None) -> GatingModel:
+    """Rebuild a gating model from a platform-written bundle (safetensors, nothing unpickled).
+
+    A bundle with LoRA experts needs the backbone: their adapters run on a copy of it.
+    """
     path = Path(path)
     if path.stat().st_size > MAX_BUNDLE_BYTES:
         raise GatingError(f"gating bundle {path} is larger than {MAX_BUNDLE_BYTES} bytes")
@@ -123,7 +130,21 @@ def load_bundle(path: str | Path, *, expected_fingerprint: str | None = None) ->
         return module.eval()
 
     experts: list[nn.Module] = []
+    bank = None
     for i, cfg in enumerate(meta["experts"]):
+        if cfg["kind"] == "lora":
+            if backbone is None:
+                raise GatingError(f"{path} holds LoRA experts: loading it needs the backbone")
+            from experts.ml.lora import LoraBank, lora_expert_from_state
+
+            bank = bank or LoraBank(backbone)
+            state = {f"base_model.model.classifier.{k}": v
+                     for k, v in part(f"experts.{i}.classifier.").items()}
+            state.update(part(f"experts.{i}.adapter."))
+            experts.append(lora_expert_from_state(
+                cfg["lora"], state, backbone=backbone, domain=cfg["domain"],
+                labels=cfg["labels"], key=f"e{i}", bank=bank))
+            continue
         expert = build_expert(ExpertConfig(**cfg))
         expert.load_state_dict(part(f"experts.{i}."), strict=True)
         experts.append(expert.eval().requires_grad_(False))

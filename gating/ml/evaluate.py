@@ -2,10 +2,13 @@
 
 Per domain and summarised: accuracy and macro-F1 of the routed mixture, the dense mixture and
 the unregularised router; routing health on a domain-balanced sample; compute (FLOPs, dense vs
-routed); and leave-one-out credit per expert and per group of experts (e.g. a contributor).
+routed); Shapley and leave-one-out credit per expert and per group of experts (e.g. a
+contributor); every accuracy with its n and 95 % Wilson interval, and the per-row hits so two
+reports on the same rows can be compared with a paired interval (gating.ml.stats).
 """
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Sequence
@@ -18,9 +21,11 @@ from experts.ml.data import DomainData, Example
 from experts.ml.features import FeatureCache
 from experts.ml.trunk import TrunkSet
 from gating.ml.bundle import GatingError, GatingModel
+from gating.ml.credit import DEFAULT_PERMUTATIONS, EXACT_MAX, moe_shapley
 from gating.ml.flops import moe_compute
 from gating.ml.metrics import balanced_sample, classification_report, routing_report, summarize
 from gating.ml.moe import LabelSpace, MixtureOfExperts
+from gating.ml.stats import wilson_interval
 
 
 @dataclass
@@ -165,18 +170,21 @@ def evaluate_gating(
     on_progress: ProgressFn | None = None, should_stop: StopFn | None = None,
     flops_per_domain: int = 4, credit_groups: dict[str, list[str]] | None = None,
     batch_size: int = 128, device: str | torch.device = "cpu", seed: int = 0,
-    sets: Sequence[EvalSet] | None = None,
+    sets: Sequence[EvalSet] | None = None, shapley_exact_max: int = EXACT_MAX,
+    shapley_permutations: int = DEFAULT_PERMUTATIONS,
 ) -> dict:
-    """The evaluation report: accuracy, routing health, compute and leave-one-out credit.
+    """The evaluation report: accuracy, routing health, compute, Shapley and leave-one-out credit.
 
     credit (per expert key) = summary accuracy - summary accuracy with that expert removed and
     the router renormalised over the rest; credit_groups (e.g. contributor -> their experts)
-    get the same leave-group-out drop. `sets` reuses evaluation sets the caller built.
+    get the same leave-group-out drop. shapley / shapley_by_contributor: Shapley values in the
+    summary accuracy (gating.ml.credit), exact up to shapley_exact_max experts, else sampled
+    with shapley_permutations orders. `sets` reuses evaluation sets the caller built.
     """
     t0 = time.perf_counter()
     moe = model.moe.to(device).eval()
     n = moe.n_experts
-    steps = 4.0 + n + len(credit_groups or {})
+    steps = 5.0 + n + len(credit_groups or {})
     report(on_progress, should_stop, 0, steps, "encoding evaluation texts")
     used = {d.name: eval_rows(d)[1] for d in domains}
     if sets is None:
@@ -221,8 +229,50 @@ def evaluate_gating(
         loo_groups = _leave_out(model, sets, credit_groups, on_progress, should_stop,
                                 start=4 + n, steps=steps, **kw)
         out["credit_by_contributor"] = {g: base - acc for g, acc in loo_groups.items()}
+    report(on_progress, should_stop, steps - 1, steps, "Shapley credit")
+    sh = moe_shapley(moe, sets, keys=list(model.keys), top_k=k, groups=credit_groups,
+                     exact_max=shapley_exact_max, permutations=shapley_permutations,
+                     seed=seed, **kw)
+    out["shapley"] = sh["values"]
+    out["shapley_ci95"] = sh["ci95"]
+    out["shapley_method"] = {"method": sh["method"], "permutations": sh["permutations"],
+                             "coalitions": sh["coalitions"]}
+    if credit_groups:
+        out["shapley_by_contributor"] = sh["groups"]
+        out["shapley_by_contributor_ci95"] = sh["groups_ci95"]
+    out["row_hits"] = _row_hits(sets, preds)
+    out["rows_digest"] = _rows_digest(domains, used)
+    for per_domain in (out["domains"], out["dense"]["domains"],
+                       (out.get("unregularized") or {}).get("domains") or {}):
+        with_intervals(per_domain, out["n_eval"])
     out["seconds"] = round(time.perf_counter() - t0, 2)
     report(on_progress, None, steps, steps, "evaluation done")
+    return out
+
+
+def with_intervals(per_domain: dict[str, dict], n_eval: dict[str, int]) -> dict:
+    """Add each domain's n and the 95 % Wilson interval of its accuracy (in place)."""
+    for name, row in per_domain.items():
+        n = int(n_eval.get(name, 0))
+        row["n"] = n
+        row["interval"] = wilson_interval(round(row["accuracy"] * n), n)
+    return per_domain
+
+
+def _row_hits(sets: Sequence[EvalSet], preds: Sequence[Predictions]) -> dict[str, str]:
+    """domain -> one '1'/'0' per evaluation row: whether the routed prediction was right."""
+    return {s.domain: "".join("1" if h else "0" for h in (p.pred == s.targets).tolist())
+            for s, p in zip(sets, preds, strict=True)}
+
+
+def _rows_digest(domains: Sequence[DomainData], used: dict[str, str]) -> dict[str, str]:
+    """domain -> sha256 of its evaluation rows: equal digests mean a paired comparison is fair."""
+    out = {}
+    for d in domains:
+        h = hashlib.sha256(used.get(d.name, "").encode())
+        for text, label in eval_rows(d)[0]:
+            h.update(b"\0" + text.encode() + b"\1" + str(label).encode())
+        out[d.name] = h.hexdigest()
     return out
 
 

@@ -63,10 +63,14 @@ def classification_report(y_true, y_pred, labels: Sequence[int] | None = None) -
 
 
 def summarize(per_domain: dict[str, dict[str, float]]) -> dict[str, float]:
-    """Unweighted mean over domains of each metric: every domain counts once, whatever its size."""
+    """Unweighted mean over domains of each metric: every domain counts once, whatever its size.
+
+    Only float metrics are averaged (a domain's n and interval are not means).
+    """
     if not per_domain:
         return {}
-    keys = next(iter(per_domain.values())).keys()
+    first = next(iter(per_domain.values()))
+    keys = [k for k, v in first.items() if isinstance(v, float) and k != "n"]
     return {k: sum(d[k] for d in per_domain.values()) / len(per_domain) for k in keys}
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from experts.ml.trunk import LayeredBatch, TrunkBatch, expert_tap, slice_trunk
+from experts.ml.trunk import LayeredBatch, TrunkBatch, expert_tap, needs_ids, slice_trunk
 from gating.ml.router import Router, route
 
 # Mixture probabilities are clamped here before the log: a label no selected expert covers has
@@ -129,8 +129,10 @@ def expert_view(trunk: LayeredBatch | TrunkBatch, expert: nn.Module) -> TrunkBat
     """The single-layer batch an expert reads: its split layer (token states only if needed)."""
     if isinstance(trunk, LayeredBatch):
         return trunk.for_expert(expert)
+    if needs_ids(expert):
+        return trunk
     if not expert_tap(expert)[1]:
-        return dataclasses.replace(trunk, hidden=None, mask=None)
+        return dataclasses.replace(trunk, hidden=None, mask=None, input_ids=None)
     return trunk
 
 
@@ -152,6 +154,10 @@ class MixtureOfExperts(nn.Module):
             cols = self.label_space.indices(expert.config.domain, list(expert.config.labels))
             # Buffers so the index maps follow .to(device); not saved with the weights.
             self.register_buffer(f"_cols_{i}", torch.tensor(cols, dtype=torch.long), False)
+        # LoRA experts share banks (one PeftModel each): children here so .to(device) moves
+        # them; each bank runs once per forward for every row routed to any of its adapters.
+        banks = {id(e.bank): e.bank for e in experts if needs_ids(e)}
+        self.banks = nn.ModuleList(banks.values())
 
     @property
     def n_experts(self) -> int:
@@ -167,6 +173,33 @@ class MixtureOfExperts(nn.Module):
     def expert_log_probs(self, i: int, view: TrunkBatch) -> torch.Tensor:
         """log p_i(y|x) of expert i on all rows of its trunk view, float32 (B, C_i)."""
         return torch.log_softmax(self.experts[i](view).float(), dim=-1)
+
+    def _run(self, trunk, rows_of: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """log p_i(y|x) of each expert i on its rows: (n_i, C_i) each.
+
+        Head and branch experts run on their rows' slice of the trunk. LoRA experts of one
+        bank run together: one backbone forward over all their rows with a per-row adapter
+        (PeftModel's adapter_names), then each expert's head on its own rows.
+        """
+        out: dict[int, torch.Tensor] = {}
+        grouped: dict[int, list[int]] = {}
+        for i, rows in rows_of.items():
+            expert = self.experts[i]
+            if needs_ids(expert):
+                grouped.setdefault(id(expert.bank), []).append(i)
+                continue
+            sub = slice_trunk(expert_view(trunk, expert), rows, tokens=expert_tap(expert)[1])
+            out[i] = self.expert_log_probs(i, sub)
+        for members in grouped.values():
+            first = self.experts[members[0]]
+            rows = torch.cat([rows_of[i] for i in members])
+            names = [self.experts[i].key for i in members for _ in range(len(rows_of[i]))]
+            sub = slice_trunk(expert_view(trunk, first), rows, tokens=False)
+            pooled = first.bank(sub.input_ids, sub.mask, names)  # (sum n_i, H)
+            for i, part in zip(members, pooled.split([len(rows_of[i]) for i in members]),
+                               strict=True):
+                out[i] = torch.log_softmax(self.experts[i].head(part).float(), dim=-1)
+        return out
 
     def forward(
         self,
@@ -199,24 +232,19 @@ class MixtureOfExperts(nn.Module):
         batch = router_input.shape[0]
         mix = probs.new_zeros(batch, len(self.label_space))  # (B, Y) float32
         if dense:
-            weights = probs  # (B, E)
-            for i in range(self.n_experts):
-                if i in exclude:
-                    continue
-                lp = self.expert_log_probs(i, expert_view(trunk, self.experts[i]))  # (B, C_i)
-                mix = mix.index_add(1, columns[i], weights[:, i : i + 1] * lp.exp())
+            every = torch.arange(batch, device=probs.device)
+            chosen = {i: (every, probs[:, i]) for i in range(self.n_experts) if i not in exclude}
         else:
+            chosen = {}
             for i in range(self.n_experts):
                 hit = topk_idx == i  # (B, k)
                 rows = hit.any(dim=1).nonzero().squeeze(1)  # (n_i,)
-                if rows.numel() == 0:
-                    continue  # not selected by any row: this expert does not run
-                w = (topk_w * hit).sum(dim=1).index_select(0, rows)  # (n_i,)
-                expert = self.experts[i]
-                sub = slice_trunk(expert_view(trunk, expert), rows, tokens=expert_tap(expert)[1])
-                lp = self.expert_log_probs(i, sub)  # (n_i, C_i)
-                index = (rows[:, None], columns[i][None, :])
-                mix = mix.index_put(index, w[:, None] * lp.exp(), accumulate=True)
+                if rows.numel():  # an expert no row was routed to does not run
+                    chosen[i] = (rows, (topk_w * hit).sum(dim=1).index_select(0, rows))
+        for i, lp in self._run(trunk, {i: rows for i, (rows, _) in chosen.items()}).items():
+            rows, w = chosen[i]
+            index = (rows[:, None], columns[i][None, :])
+            mix = mix.index_put(index, w[:, None] * lp.exp(), accumulate=True)
         return MoEOutput(
             log_probs=mix.clamp_min(PROB_FLOOR).log(),
             router_logits=logits,

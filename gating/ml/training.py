@@ -7,6 +7,7 @@ comparison.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -90,16 +91,35 @@ class TrainResult:
     curves: dict  # {"regularized": [...epochs], "unregularized": [...]}
 
 
-def load_experts(sources: Sequence[ExpertSource], *, fingerprint: str) -> list[nn.Module]:
-    """Load and check every expert artifact (any kinds, any split layers) in eval mode."""
+def load_experts(sources: Sequence[ExpertSource], *, fingerprint: str, backbone=None
+                 ) -> list[nn.Module]:
+    """Load and check every expert artifact (any kinds, any split layers) in eval mode.
+
+    LoRA experts (they need `backbone`) share one bank, so they run in one forward.
+    """
     if not sources:
         raise GatingError("no experts to combine")
-    experts = []
+    experts, bank = [], None
     for src in sources:
-        module, _ = load_expert(src.manifest, src.weights, expected_fingerprint=fingerprint)
+        if backbone is not None and bank is None and _is_lora(src.manifest):
+            from experts.ml.lora import LoraBank
+
+            bank = LoraBank(backbone)
+        module, _ = load_expert(src.manifest, src.weights, expected_fingerprint=fingerprint,
+                                backbone=backbone, bank=bank)
         module.config.domain = src.domain
         experts.append(module.eval().requires_grad_(False))
     return experts
+
+
+def _is_lora(manifest: Path) -> bool:
+    from experts.ml.upload_checks import MAX_MANIFEST_BYTES, read_capped
+
+    try:
+        data = json.loads(read_capped(manifest, cap=MAX_MANIFEST_BYTES, what="manifest"))
+    except (ValueError, OSError):
+        return False  # load_expert reports what is wrong with it
+    return isinstance(data, dict) and data.get("kind") == "lora"
 
 
 def router_rows(domains: Sequence[DomainData], cfg: GatingTrainConfig

@@ -10,6 +10,7 @@ from moecollab_site.settings.env import (
     env_broker,
     env_database,
     env_int,
+    env_rate,
 )
 
 VAR_DIR = Path(env.str("MOECOLLAB_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -77,8 +78,15 @@ DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0)
 # A kept-alive connection that died while idle (database restarted) is replaced before use.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-    # The web process and the worker share the file: wait for locks instead of failing.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # The web process and the worker share the file: wait for locks instead of failing. WAL
+    # lets readers work while one connection writes; IMMEDIATE takes the write lock when a
+    # transaction begins, where the busy timeout waits for it (a deferred one that reads,
+    # then writes, fails at once with "database is locked" if another writer came between).
+    DATABASES["default"].setdefault("OPTIONS", {}).update({
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL;",
+    })
 else:
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = 3
 
@@ -117,7 +125,7 @@ MOECOLLAB_FEATURE_CACHE_DIR = Path(
 )
 MOECOLLAB_UPLOAD_MAX_BYTES = env_int("MOECOLLAB_UPLOAD_MAX_MB", 200, minimum=1) * 1024 * 1024
 # Seconds after which a worker that has not written a heartbeat counts as gone.
-MOECOLLAB_WORKER_STALE_S = env_int("MOECOLLAB_WORKER_STALE_S", 60, minimum=5)
+MOECOLLAB_WORKER_STALE_S = env_int("MOECOLLAB_WORKER_STALE_S", 60, minimum=2)
 # A queued job not picked up this long after dispatch is sent again (its message may be lost).
 MOECOLLAB_REQUEUE_AFTER_S = env_int("MOECOLLAB_REQUEUE_AFTER_S", 300, minimum=10)
 
@@ -125,9 +133,13 @@ MOECOLLAB_REQUEUE_AFTER_S = env_int("MOECOLLAB_REQUEUE_AFTER_S", 300, minimum=10
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://moecollab")}
 
 # Requests per client per period; log-in and token creation are what password guessers hit.
+# Predict also counts work: texts and characters per client (a call of 64 long texts costs
+# ~100x a call of one short one), shared by the API and the playground.
 THROTTLE_RATES = {
-    "auth": env.str("MOECOLLAB_THROTTLE_AUTH", default="20/min"),
-    "predict": env.str("MOECOLLAB_THROTTLE_PREDICT", default="600/min"),
+    "auth": env_rate("MOECOLLAB_THROTTLE_AUTH", "20/min"),
+    "predict": env_rate("MOECOLLAB_THROTTLE_PREDICT", "600/min"),
+    "predict_texts": env_rate("MOECOLLAB_THROTTLE_PREDICT_TEXTS", "1200/min"),
+    "predict_chars": env_rate("MOECOLLAB_THROTTLE_PREDICT_CHARS", "300000/min"),
 }
 
 REST_FRAMEWORK = {
@@ -140,7 +152,14 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "moecollab_site.api.exception_handler",
+    # Every JSON body is read by moecollab_site.negotiation.JSONParser, whatever parser a view
+    # names.
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "moecollab_site.negotiation.ContentNegotiation",
     "DEFAULT_THROTTLE_RATES": THROTTLE_RATES,
+    # A client is its socket address; only behind this many reverse proxies of our own is it
+    # read from X-Forwarded-For (the last hops). Without a proxy anyone can forge the header.
+    # Every throttle of the site reads it (moecollab_site.throttling.client_address).
+    "NUM_PROXIES": env_int("MOECOLLAB_TRUSTED_PROXIES", 0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MoECollab API",
@@ -203,20 +222,32 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+# How often beat sweeps for jobs whose worker died (a starting worker also sweeps once).
+MOECOLLAB_SWEEP_EVERY_S = env_int("MOECOLLAB_SWEEP_EVERY_S", 60, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-jobs": {
         "task": "training.sweep_stale_jobs",
-        "schedule": 60.0,
+        "schedule": float(MOECOLLAB_SWEEP_EVERY_S),
         "options": {"queue": "cpu"},
     },
 }
 # Serving /api/v1/predict/ from the web process.
 MOECOLLAB_PREDICT_MAX_TEXTS = env_int("MOECOLLAB_PREDICT_MAX_TEXTS", 64, minimum=1)
 MOECOLLAB_PREDICT_MAX_CHARS = env_int("MOECOLLAB_PREDICT_MAX_CHARS", 2000, minimum=1)
+# Texts per forward pass. A request gives up the model between chunks, so another client's
+# call waits for about one chunk (2 long texts: ~20 ms in bfloat16, ~50 ms in float32 on one
+# core) instead of a whole batch; from 2 texts up, larger batches buy no throughput on CPU.
+MOECOLLAB_PREDICT_CHUNK = env_int("MOECOLLAB_PREDICT_CHUNK", 2, minimum=1)
 # One thread per web process: with several processes on a few cores, more threads only contend.
 MOECOLLAB_PREDICT_THREADS = env_int("MOECOLLAB_PREDICT_THREADS", 1, minimum=1)
+# Shapley credit of a gating model's experts: exact (2^n coalitions on cached outputs) up to
+# this many experts, else this many random permutations with a 95 % interval.
+MOECOLLAB_SHAPLEY_EXACT_MAX = env_int("MOECOLLAB_SHAPLEY_EXACT_MAX", 10, minimum=1)
+MOECOLLAB_SHAPLEY_PERMUTATIONS = env_int("MOECOLLAB_SHAPLEY_PERMUTATIONS", 200, minimum=10)
 MOECOLLAB_PREDICT_DEVICE = env.str("MOECOLLAB_PREDICT_DEVICE", default="cpu")
-# "auto": bfloat16 where the CPU has fast bf16 kernels (AMX), else float32.
-MOECOLLAB_PREDICT_DTYPE = env.str("MOECOLLAB_PREDICT_DTYPE", default="auto")
+# Backbone forward for serving: "auto" (the fastest backend that passed the accuracy gate in
+# the production version's evaluation, else torch-float32), torch-float32, torch-bfloat16,
+# onnx-float32 or onnx-int8. ONNX exports are cached under MOECOLLAB_FEATURE_CACHE_DIR/onnx.
+MOECOLLAB_PREDICT_BACKEND = env.str("MOECOLLAB_PREDICT_BACKEND", default="auto")
 # Where workers run models: "auto" (CUDA when present), "cpu" or "cuda[:n]".
 MOECOLLAB_DEVICE = env.str("MOECOLLAB_DEVICE", default="auto")

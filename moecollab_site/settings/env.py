@@ -1,6 +1,7 @@
 """Reading settings from the environment, with errors that name the variable."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,6 +25,15 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     if value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
     return value
+
+
+def env_rate(name: str, default: str) -> str:
+    """A throttle rate like 20/min (DRF's format: a count per second, minute, hour or day)."""
+    raw = env.str(name, default=default).strip()
+    if not re.fullmatch(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)", raw):
+        raise ImproperlyConfigured(f"{name} must look like 20/min (a count per s, min, h "
+                                   f"or day), got {raw!r}")
+    return raw
 
 
 def env_bool(name: str, default: bool) -> bool:

@@ -333,6 +333,20 @@ def test_it_closes_a_request_when_an_answer_is_approved(owner, stranger, maintai
     assert ExpertRequest.objects.get().status == "closed"
 
 
+def test_it_refuses_to_answer_a_request_of_another_domain(owner, stranger, expert, artifact,
+                                                          media_root):
+    """The upload form offers only requests of the expert's domain; the API holds the same."""
+    spam = Domain.objects.create(name="spam", labels=["ham", "spam"])
+    req = services.request_create(user=stranger, title="Need a spam filter", domain=spam)
+    answer = upload(api_client_for(owner), expert.pk, *artifact, answers_request=req.pk)
+    assert answer.status_code == 400, answer.content
+    error = answer.json()["error"]
+    assert error["code"] == "invalid"
+    assert "request" in error["message"] and "'spam'" in error["message"]
+    assert "'news'" in error["message"]
+    assert not ExpertVersion.objects.exists() and not media_files(media_root)
+
+
 def test_it_lets_only_the_author_or_a_maintainer_close_a_request(owner, stranger, maintainer):
     req = services.request_create(user=stranger, title="Want a legal expert")
     url = f"/api/v1/requests/{req.pk}/close/"

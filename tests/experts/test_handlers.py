@@ -27,8 +27,8 @@ def cancel_on_claim(monkeypatch):
     stop check it (or the ML core) makes sees the request."""
     claim = Job.claim
 
-    def claim_then_cancel(self, *, worker):
-        claimed = claim(self, worker=worker)
+    def claim_then_cancel(self, **kwargs):
+        claimed = claim(self, **kwargs)
         job_services.job_cancel(job=self)
         return claimed
 
@@ -84,3 +84,22 @@ def test_it_leaves_a_version_a_job_no_longer_owns_as_it_is(owner, expert):
     assert not version.mark_awaiting_review(metrics={"test_accuracy": 1.0})
     version.refresh_from_db()
     assert (version.status, version.error) == (S.INVALID, "the worker died")
+
+
+def test_it_trains_a_lora_expert_from_a_dataset_and_validates_it(owner, expert):
+    rows = [(f"{w} film number {i}", y) for i in range(20)
+            for w, y in (("a wonderful", "pos"), ("a dreadful", "neg"))]
+    version = services.expert_version_train_request(
+        user=owner, expert=expert, dataset=dataset_file(rows), kind="lora", epochs=1)
+    job, status = _run(version.training_params["training_job"])
+    assert status == Job.Status.SUCCEEDED, job.error
+    version.refresh_from_db()
+    assert version.kind == "lora" and version.manifest["kind"] == "lora"
+    assert version.manifest["architecture"]["adapter_config"]["task_type"] == "SEQ_CLS"
+    assert version.weights.name.endswith(".safetensors")
+    job, status = _run(version.training_params["validation_job"])
+    assert status == Job.Status.SUCCEEDED, job.error
+    version.refresh_from_db()
+    assert version.status == S.AWAITING_REVIEW, version.error
+    assert "loads and runs" in {c["name"] for c in version.checks
+                                if c["where"] == "worker" and c["ok"]}

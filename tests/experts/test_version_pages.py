@@ -70,8 +70,8 @@ def test_it_answers_upload_js_with_json(client, owner, expert, artifact):
     assert again.json()["error"]["message"].startswith("duplicate weights: identical to "
                                                       "alice/sharp v1")
     missing = client.post(f"/experts/{expert.pk}/upload/", {}, **XHR)
-    assert missing.status_code == 400 and "manifest: This field is required." in \
-        missing.json()["error"]["message"]
+    assert missing.status_code == 400 and "choose manifest.json and weights.safetensors, or " \
+        "a LoRA adapter's two files" in missing.json()["error"]["message"]
     assert ExpertVersion.objects.count() == 1
 
 

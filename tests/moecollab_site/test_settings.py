@@ -72,3 +72,28 @@ def test_it_passes_check_deploy_with_production_settings():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "WARNING" not in result.stderr and "WARNINGS" not in result.stdout
     assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("MOECOLLAB_TRUSTED_PROXIES", "one"),
+    ("MOECOLLAB_THROTTLE_PREDICT_TEXTS", "lots"),
+    ("MOECOLLAB_THROTTLE_PREDICT_CHARS", "100/fortnight"),
+    ("MOECOLLAB_PREDICT_CHUNK", "0"),
+])
+def test_it_refuses_malformed_throttle_and_proxy_settings(variable, value):
+    result = run_django("", DJANGO_SETTINGS_MODULE="moecollab_site.settings.local",
+                        **{variable: value})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and variable in result.stderr
+
+
+def test_it_reads_the_trusted_proxies_and_work_budgets_from_the_environment():
+    result = run_django(
+        "from django.conf import settings as s; "
+        "print(s.REST_FRAMEWORK['NUM_PROXIES'], s.THROTTLE_RATES['predict_texts'], "
+        "s.THROTTLE_RATES['predict_chars'])",
+        DJANGO_SETTINGS_MODULE="moecollab_site.settings.local",
+        MOECOLLAB_TRUSTED_PROXIES="2", MOECOLLAB_THROTTLE_PREDICT_TEXTS="50/min",
+        MOECOLLAB_THROTTLE_PREDICT_CHARS="9000/hour")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2", "50/min", "9000/hour"]

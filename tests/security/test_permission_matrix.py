@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from rest_framework.authtoken.models import Token
 
 from experts.models import (
     DataSplit,
@@ -50,6 +51,8 @@ def _credentials(w, role) -> dict:
 API_MATRIX = {
     "POST api/v1/auth/token/": ((400, 200, 200, 200),
                                 lambda w, r, a: (_credentials(w, r), "json")),
+    # revokes the caller's own token (the one it sends)
+    "DELETE api/v1/auth/token/": ((401, 204, 204, 204), lambda w, r, a: ({}, "json")),
     "POST api/v1/domains/": ((401, 403, 403, 201),
                              lambda w, r, a: ({"name": "legal", "labels": ["a", "b"]}, "json")),
     "POST api/v1/domains/<slug:name>/splits/": (
@@ -92,6 +95,12 @@ HTML_MATRIX = {
                                  "a-long-pass-phrase-41"}),
     "login/": ((200, 302, 302, 302), lambda w, r, a: _credentials(w, r)),
     "logout/": ((302, 302, 302, 302), lambda w, r, a: {}),
+    # one's own API token and password; the page shows the new token (no redirect)
+    "account/token/": ((LOGIN, 200, 200, 200), lambda w, r, a: {"action": "rotate"}),
+    "account/password/": ((LOGIN, 200, 200, 200),
+                          lambda w, r, a: {"old_password": _credentials(w, r)["password"],
+                                           "new_password1": "a-new-Passw0rd-77",
+                                           "new_password2": "a-new-Passw0rd-77"}),
     "experts/new/": ((LOGIN, 302, 302, 302),
                      lambda w, r, a: {"domain": "news", "name": "fresh"}),
     "experts/notifications/read/": ((LOGIN, 302, 302, 302), lambda w, r, a: {}),
@@ -140,6 +149,7 @@ def _snapshot() -> dict:
         "jobs": list(Job.objects.values_list("pk", "status", "cancel_requested")),
         "gating": list(GatingVersion.objects.values_list("pk", "status")),
         "promotions": list(Promotion.objects.values_list("pk", "rolled_back")),
+        "tokens": sorted(Token.objects.values_list("user_id", "key")),
     }
 
 

@@ -43,7 +43,7 @@ def test_it_answers_429_with_the_error_json_once_the_rate_is_spent(db, strict_pr
 
 def test_it_throttles_before_the_view_runs(db, strict_predict_rate, monkeypatch):
     calls = []
-    monkeypatch.setattr(serving, "predict", lambda texts: calls.append(texts) or {})
+    monkeypatch.setattr(serving, "predict", lambda texts, **_: calls.append(texts) or {})
     client = api_client_for(None)
     codes = [_predict(client).status_code for _ in range(5)]
     assert codes == [200, 200, 200, 429, 429]
@@ -87,3 +87,81 @@ def test_it_does_not_leave_the_playground_as_a_way_around_the_throttle(db,
 def test_it_declares_the_throttle_on_the_view():
     assert ScopedRateThrottle in Predict.throttle_classes
     assert Predict.throttle_scope == "predict"
+
+
+# Work, not only calls ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_work_budget(settings):
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "predict_texts": "10/min",
+                               "predict_chars": "200/min"}
+
+
+@pytest.fixture
+def answered(monkeypatch):
+    """Predictions without a model; records the texts each call ran on."""
+    calls: list[list[str]] = []
+
+    def predict(texts, **_):
+        calls.append(texts)
+        return {"gating_version": 1, "gating_version_id": 1, "ms": 1.0,
+                "predictions": [{"domain": "d", "label": "l", "confidence": 1.0,
+                                 "experts": []} for _ in texts]}
+
+    monkeypatch.setattr(serving, "predict", predict)
+    return calls
+
+
+def _texts(client, n: int, *, chars: int = 5, **extra):
+    return client.post(URL, {"texts": ["x" * chars] * n}, format="json", **extra)
+
+
+def test_it_bounds_the_texts_a_client_sends_per_minute(db, small_work_budget, answered):
+    client = api_client_for(None)
+    assert [_texts(client, 4).status_code for _ in range(2)] == [200, 200]
+    blocked = _texts(client, 4)
+    assert blocked.status_code == 429, "8 + 4 texts is over the budget of 10 per minute"
+    error = blocked.json()["error"]
+    assert error["code"] == "throttled"
+    assert "at most 10 texts per minute and 200 characters per minute" in error["message"]
+    assert 0 < int(blocked["Retry-After"]) <= 60
+    # The refused call cost nothing: what is left of the budget still serves.
+    assert _texts(client, 2).status_code == 200
+    assert _texts(client, 1).status_code == 429
+    assert [len(texts) for texts in answered] == [4, 4, 2]
+    # Another client has its own budget.
+    assert _texts(client, 4, REMOTE_ADDR="10.0.0.9").status_code == 200
+
+
+def test_it_bounds_the_characters_a_client_sends_per_minute(db, small_work_budget, answered):
+    client = api_client_for(None)
+    assert _texts(client, 1, chars=150).status_code == 200
+    blocked = _texts(client, 1, chars=60)
+    assert blocked.status_code == 429, "210 characters is over the budget of 200"
+    assert _texts(client, 1, chars=50).status_code == 200
+
+
+def test_it_counts_signed_in_users_by_account_for_work_too(db, owner, small_work_budget,
+                                                           answered):
+    alice = api_client_for(owner)
+    assert _texts(alice, 10).status_code == 200
+    assert _texts(alice, 1, REMOTE_ADDR="10.0.0.10").status_code == 429
+
+
+def test_it_shares_the_work_budget_with_the_playground(db, small_work_budget, answered):
+    client = Client()
+    page = client.post("/gating/playground/", {"texts": "\n".join(["hello"] * 8)})
+    assert page.status_code == 200
+    blocked = client.post("/gating/playground/", {"texts": "hello\nhello\nhello"})
+    assert blocked.status_code == 429
+    assert b"Too much work asked for" in blocked.content
+    assert int(blocked["Retry-After"]) > 0
+    assert _texts(api_client_for(None), 3).status_code == 429
+    assert _texts(api_client_for(None), 2).status_code == 200
+
+
+def test_it_charges_no_work_for_a_refused_text_list(db, small_work_budget, answered):
+    client = api_client_for(None)
+    assert client.post(URL, {"texts": ["x"] * 65}, format="json").status_code == 400
+    assert _texts(client, 10).status_code == 200

@@ -121,6 +121,41 @@ def _drop(path: str):
     return _manifest_edit(edit)
 
 
+def _manifest_raw(path: str, raw: str):
+    """Set a manifest field to raw JSON text that json.dumps could not write (too deep, ...)."""
+    def mutate(manifest: bytes, weights: bytes) -> tuple[bytes, bytes]:
+        m = json.loads(manifest)
+        *parents, last = path.split(".")
+        target = m
+        for key in parents:
+            target = target[key]
+        target[last] = "@RAW@"
+        return json.dumps(m).replace('"@RAW@"', raw).encode(), weights
+    return mutate
+
+
+def _header_raw(tensor: str, key: str, raw: str):
+    """Set a header entry's field to raw JSON text."""
+    def mutate(manifest: bytes, weights: bytes) -> tuple[bytes, bytes]:
+        header, data = _split(weights)
+        header[tensor][key] = "@RAW@"
+        text = json.dumps(header).replace('"@RAW@"', raw).encode()
+        return manifest, struct.pack("<Q", len(text)) + text + data
+    return mutate
+
+
+def _as_branch_with_list_fields(m: dict) -> None:
+    from experts.ml.modules import LAYER_CONFIG_KEYS
+
+    m.update(kind="branch", split_layer=m["backbone"]["num_layers"] - 1)
+    m["architecture"].update(n_branch_layers=1,
+                             layer_config={k: ["bert"] for k in LAYER_CONFIG_KEYS})
+
+
+DEEP = "[" * 10_000 + "]" * 10_000
+BIG_INT = "7" * 5000
+
+
 def _drop_tensor(manifest: bytes, weights: bytes) -> tuple[bytes, bytes]:
     """Remove the last tensor of the data section, header entry and bytes."""
     header, data = _split(weights)
@@ -201,6 +236,39 @@ ARTIFACT_CASES = {
         _drop("architecture.mlp_hidden"), 400, "manifest.architecture.mlp_hidden must be"),
     "manifest that is a list": (lambda m, w: (b"[1, 2]", w), 400,
                                 "manifest must be a JSON object"),
+    # JSON that Python parses but cannot use, and values of the wrong type
+    "manifest nested 10,000 deep": (
+        _manifest_raw("training.notes", DEEP), 400,
+        "manifest json: manifest nests arrays and objects more than 32 levels deep"),
+    "manifest holding a 5,000-digit integer": (
+        _manifest_raw("training.seed", BIG_INT), 400,
+        "manifest json: manifest holds an integer of more than 4300 digits"),
+    "manifest metric too large for a float": (
+        _manifest_raw("metrics.dev_accuracy", "1" + "0" * 400), 400,
+        "manifest.metrics must be an object whose values are finite numbers"),
+    "manifest holding NaN": (_manifest_raw("training.loss", "NaN"), 400,
+                             "manifest holds the number NaN, which is not a finite number"),
+    "manifest holding a lone surrogate": (
+        _manifest_edit(lambda m: m.update(description="caf\udce9")), 400,
+        "manifest.description holds a lone surrogate (\\udce9)"),
+    "manifest layer_config fields given as lists": (
+        _manifest_edit(_as_branch_with_list_fields), 400,
+        "manifest.architecture.layer_config.model_type must be one of bert, roberta"),
+    "header dtype given as a list": (
+        _header_edit(lambda h: h["head.fc2.bias"].update(dtype=["F32"])), 400,
+        "tensor 'head.fc2.bias' has unknown dtype ['F32']"),
+    "header dtype given as an object": (
+        _header_edit(lambda h: h["head.fc2.bias"].update(dtype={"F32": 4})), 400,
+        "tensor 'head.fc2.bias' has unknown dtype {'F32': 4}"),
+    "header nested 10,000 deep": (
+        _header_raw("head.fc2.bias", "shape", DEEP), 400,
+        "safetensors header nests arrays and objects more than 32 levels deep"),
+    "header holding a 5,000-digit integer": (
+        _header_raw("head.fc2.bias", "data_offsets", f"[0, {BIG_INT}]"), 400,
+        "safetensors header holds an integer of more than 4300 digits"),
+    "header shape past 64 bits": (
+        _header_edit(lambda h: h["head.fc2.bias"].update(shape=[10**3000, 10**3000])), 400,
+        "tensor 'head.fc2.bias' has an invalid shape [1000"),
     "manifest over its size cap": (
         _manifest_edit(lambda m: m.update(description="x" * (2 * MiB))), 413,
         "manifest is 2.0 MiB; the limit is 1.0 MiB"),
@@ -345,6 +413,15 @@ DATASET_CASES = {
     "line over the line cap": ("d.csv", b"text,label\n" + b"y" * 300_000 + b",World\n",
                                "line 2: longer than 256 KiB"),
     "not a dataset file type": ("d.exe", GOOD_ROWS, "expected a .jsonl or .csv file"),
+    "JSONL line nested 10,000 deep": (
+        "d.jsonl", GOOD_ROWS + b'{"text": "a", "label": ' + DEEP.encode() + b"}\n",
+        "line 3: the row nests arrays and objects more than 32 levels deep"),
+    "JSONL line holding a 5,000-digit integer": (
+        "d.jsonl", b'{"text": "a", "label": "World", "id": ' + BIG_INT.encode() + b"}\n",
+        "line 1: the row holds an integer of more than 4300 digits"),
+    "JSONL text holding a lone surrogate": (
+        "d.jsonl", GOOD_ROWS + b'{"text": "caf\\udce9", "label": "World"}\n',
+        "line 3: text holds a lone surrogate (\\udce9)"),
 }
 
 

@@ -142,8 +142,12 @@ def test_it_explains_an_unknown_job_kind(db, maintainer):
     assert "kind" in response.json()["error"]["message"]
 
 
-def test_it_lists_and_shows_jobs_to_anyone(db, client):
-    job = make_job()
+def test_it_lists_and_shows_jobs_to_who_started_them(db, client, owner):
+    """Anonymous visitors see none (tests/security/test_private_data.py: every side)."""
+    job = make_job(created_by=owner)
+    assert client.get("/api/v1/jobs/").json()["results"] == []
+    assert client.get(f"/jobs/{job.pk}/").status_code == 404
+    client.force_login(owner)
     assert client.get("/api/v1/jobs/").json()["results"][0]["id"] == job.pk
     assert client.get(f"/api/v1/jobs/{job.pk}/").json()["status"] == "queued"
     page = client.get(f"/jobs/{job.pk}/")

@@ -26,6 +26,7 @@ from experts.ml.backbone import BackboneConfig, load_backbone, resolve_device
 from experts.ml.common import ProgressFn, StopFn, check_stop
 from experts.ml.data import DomainData, load_domain_dir
 from experts.ml.features import FeatureCache
+from experts.ml.lora import save_lora_artifact
 from experts.ml.trunk import TrunkSpec, expert_logits
 from gating.ml.bundle import save_bundle
 from gating.ml.evaluate import eval_rows, eval_sets, evaluate_gating, score_union
@@ -43,7 +44,7 @@ STAGES = ("features", "experts", "baseline", "router", "evaluate")
 class BenchmarkConfig:
     data_dir: str  # folder with one sub-folder per domain (domain.json, train/dev.jsonl)
     eval_dir: str | None = None  # folder with <domain>/test.jsonl; None = the domain folders'
-    expert_kind: str = "head"  # "head" or "branch"
+    expert_kind: str = "head"  # "head", "branch" or "lora"
     top_k: int = 1  # experts per input at inference
     max_train_per_domain: int | None = None  # stratified cap on each train split
     router_max_per_domain: int | None = None  # cap on router training inputs per domain
@@ -155,7 +156,8 @@ def run_benchmark(
         # Every text once, in one backbone pass per shard, for every layer anything reads.
         split = base.split_layer
         router_layers = cfg.router_layers or ((split, 0) if split else (0,))
-        spec = TrunkSpec.of(pooled=[split, *router_layers],
+        lora = cfg.expert_kind == "lora"  # LoRA experts read token ids, not trunk states
+        spec = TrunkSpec.of(pooled=[*([] if lora else [split]), *router_layers],
                             tokens=[split] if cfg.expert_kind == "branch" else [])
         texts = [t for d in domains for rows in (d.train, d.dev, eval_rows(d)[0])
                  for t, _ in rows]
@@ -204,6 +206,9 @@ def run_benchmark(
         eval_split_by_domain=used,
         compute=evaluation["compute"],
         credit=evaluation["credit"],
+        shapley=evaluation["shapley"],
+        shapley_ci95=evaluation["shapley_ci95"],
+        shapley_method=evaluation["shapley_method"],
         timings_s={k: round(v, 2) for k, v in timer.times.items()},
         config=asdict(cfg),
         expert_train_config=asdict(base),
@@ -226,6 +231,9 @@ def run_benchmark(
 
 def _train_baseline(cfg, base, domains, experts, space, *, backbone, cache, should_stop):
     """One model of the same kind on all domains over union labels, parameter-matched."""
+    if cfg.expert_kind == "lora":
+        return _train_lora_baseline(base, domains, space, backbone=backbone, cache=cache,
+                                    should_stop=should_stop)
     target = sum(count_params(e) for e in experts)
     branch_params = 0
     if cfg.expert_kind == "branch":
@@ -234,16 +242,9 @@ def _train_baseline(cfg, base, domains, experts, space, *, backbone, cache, shou
         cfg.expert_kind, target, hidden_size=backbone.hidden_size, n_labels=len(space),
         branch_params=branch_params,
     )
-    union = DomainData(
-        name="all",
-        description="all domains, union labels (monolithic baseline)",
-        labels=list(space.names),
-        train=[(t, join_label(d.name, y)) for d in domains for t, y in d.train],
-        dev=[(t, join_label(d.name, y)) for d in domains for t, y in d.dev],
-    )
     result = train_expert(
-        replace(base, mlp_hidden=width), backbone=backbone, cache=cache, domain=union,
-        should_stop=should_stop,
+        replace(base, mlp_hidden=width), backbone=backbone, cache=cache,
+        domain=_union(domains, space), should_stop=should_stop,
     )
     model = result.expert.eval()
     info = {
@@ -260,11 +261,33 @@ def _train_baseline(cfg, base, domains, experts, space, *, backbone, cache, shou
     return model, info
 
 
+def _union(domains, space) -> DomainData:
+    return DomainData(
+        name="all",
+        description="all domains, union labels (monolithic baseline)",
+        labels=list(space.names),
+        train=[(t, join_label(d.name, y)) for d in domains for t, y in d.train],
+        dev=[(t, join_label(d.name, y)) for d in domains for t, y in d.dev],
+    )
+
+
+def _train_lora_baseline(base, domains, space, *, backbone, cache, should_stop):
+    """One LoRA adapter over all domains with the union label head; its rank is the experts'
+    rank times their number, so its adapter has as many parameters as all of theirs."""
+    rank = base.lora_r * len(domains)
+    result = train_expert(replace(base, lora_r=rank), backbone=backbone, cache=cache,
+                          domain=_union(domains, space), should_stop=should_stop)
+    info = {"lora_r": rank, "note": f"one LoRA (rank {rank} = {base.lora_r} x {len(domains)} "
+            "experts) with one head over the union labels", "dev": result.metrics}
+    return result.expert.eval(), info
+
+
 def _save(folder: Path, domains, trained, model, *, backbone) -> None:
     for d in domains:
         t = trained[d.name]
-        save_expert(t.expert, folder / "experts" / d.name, backbone=backbone,
-                    training={**t.training, "trained_by": "moe_benchmark"}, metrics=t.metrics)
+        save = save_lora_artifact if t.config.kind == "lora" else save_expert
+        save(t.expert, folder / "experts" / d.name, backbone=backbone,
+             training={**t.training, "trained_by": "moe_benchmark"}, metrics=t.metrics)
     save_bundle(model, folder / "gating.safetensors")
 
 

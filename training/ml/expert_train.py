@@ -43,22 +43,29 @@ class ExpertTrainConfig:
     split_layer: int | None = None  # None: head -> num_layers, branch -> num_layers - 2
     mlp_hidden: int = 256  # width of the MLP head
     dropout: float = 0.1  # MLP head dropout
+    lora_r: int = 8  # lora: adapter rank
+    lora_alpha: float = 16  # lora: scaling numerator (scale = alpha / r)
+    lora_dropout: float = 0.1  # lora: dropout on the adapter's input
+    lora_targets: tuple[str, ...] = ("query", "value")  # lora: the attention projections adapted
 
     def resolved(self, num_layers: int) -> ExpertTrainConfig:
         """Copy with defaults that depend on the kind and the backbone filled in."""
-        if self.kind not in ("head", "branch"):
-            raise ValueError(f"kind must be 'head' or 'branch', got {self.kind!r}")
+        if self.kind not in ("head", "branch", "lora"):
+            raise ValueError(f"kind must be 'head', 'branch' or 'lora', got {self.kind!r}")
         out = copy.copy(self)
-        head = self.kind == "head"
+        head, lora = self.kind == "head", self.kind == "lora"
+        # lora: the whole backbone runs with the adapter, so few epochs at a LoRA-sized rate
         if out.epochs is None:
-            out.epochs = 40 if head else 4
+            out.epochs = 40 if head else 3 if lora else 4
         if out.lr is None:
-            out.lr = 3e-3 if head else 1e-3
+            out.lr = 3e-3 if head else 5e-4 if lora else 1e-3
         if out.batch_size is None:
-            out.batch_size = 512 if head else 64
+            out.batch_size = 512 if head else 32 if lora else 64
         if out.split_layer is None:
-            out.split_layer = num_layers if self.kind == "head" else max(num_layers - 2, 0)
-        top = num_layers if self.kind == "head" else num_layers - 1
+            out.split_layer = num_layers if self.kind != "branch" else max(num_layers - 2, 0)
+        if lora and out.split_layer != num_layers:
+            raise ValueError("a LoRA expert adapts the whole backbone; it has no split layer")
+        top = num_layers if self.kind != "branch" else num_layers - 1
         if not 0 <= out.split_layer <= top:
             raise ValueError(f"split_layer for a {self.kind} expert must be in 0..{top}")
         return out
@@ -89,18 +96,40 @@ def _train_batches(trunks: TrunkSet, batch_size: int, gen: torch.Generator
     return [batches[i] for i in order]
 
 
+def dev_metrics(logits: torch.Tensor, gold: torch.Tensor, n_labels: int) -> dict[str, float]:
+    """loss (mean cross-entropy), accuracy and macro-F1 of (N, C) logits against gold ids."""
+    preds = logits.argmax(dim=-1).tolist()
+    return {
+        "loss": float(nn.functional.cross_entropy(logits, gold, reduction="mean")),
+        "accuracy": accuracy(gold.tolist(), preds),
+        "macro_f1": macro_f1(gold.tolist(), preds, list(range(n_labels))),
+    }
+
+
 @torch.no_grad()
 def evaluate(expert: nn.Module, trunks: TrunkSet, labels: torch.Tensor, *,
              device: torch.device) -> dict[str, float]:
-    """loss (mean cross-entropy), accuracy and macro-F1 of the expert on one split."""
-    logits = expert_logits(expert, trunks, device=device)  # (N, C)
-    preds = logits.argmax(dim=-1).tolist()
-    gold = labels.tolist()
-    return {
-        "loss": float(nn.functional.cross_entropy(logits, labels, reduction="mean")),
-        "accuracy": accuracy(gold, preds),
-        "macro_f1": macro_f1(gold, preds, list(range(len(expert.config.labels)))),
-    }
+    """dev_metrics of the expert on one split."""
+    return dev_metrics(expert_logits(expert, trunks, device=device), labels,
+                       len(expert.config.labels))
+
+
+class EarlyStopping:
+    """Keeps the best-dev snapshot; says when `patience` epochs brought nothing better."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best: dict = {"accuracy": -1.0}
+        self.stale = 0
+
+    def update(self, epoch: int, dev: dict, snapshot) -> bool:
+        """Record an epoch's dev metrics (snapshot() copies the weights); True = stop now."""
+        if dev["accuracy"] > self.best["accuracy"]:
+            self.best = {**dev, "epoch": epoch, "state": snapshot()}
+            self.stale = 0
+        else:
+            self.stale += 1
+        return self.stale >= self.patience
 
 
 def train_expert(
@@ -124,6 +153,16 @@ def train_expert(
         raise ValueError(f"domain {domain.name!r} needs train and dev rows to train an expert")
     # Small sets need more, smaller steps per epoch to fit: at least 8 batches an epoch.
     cfg.batch_size = min(cfg.batch_size, max(8, len(train_rows) // 8))
+    if cfg.kind == "lora":
+        from training.ml.lora_train import train_lora
+
+        devices = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(cfg.seed)
+            expert, history, best = train_lora(
+                cfg, backbone=backbone, domain=domain, train_rows=train_rows,
+                on_progress=on_progress, should_stop=should_stop, device=device)
+        return _trained(cfg, expert.to("cpu"), domain, train_rows, history, best, t0)
     branch = cfg.kind == "branch"
     layer = cfg.split_layer
     spec = TrunkSpec.of(pooled=[layer], tokens=[layer] if branch else [])
@@ -145,7 +184,11 @@ def train_expert(
         expert = build_expert(expert_cfg, backbone if branch else None).to(device)
         history, best = _fit(expert, feats, cfg, device, on_progress, should_stop)
     expert.load_state_dict(best["state"])
-    expert.to("cpu").eval()
+    return _trained(cfg, expert.to("cpu").eval(), domain, train_rows, history, best, t0)
+
+
+def _trained(cfg: ExpertTrainConfig, expert: nn.Module, domain: DomainData, train_rows,
+             history: list[dict], best: dict, t0: float) -> TrainedExpert:
     metrics = {
         "dev_accuracy": best["accuracy"], "dev_macro_f1": best["macro_f1"],
         "dev_loss": best["loss"], "best_epoch": float(best["epoch"]),
@@ -183,8 +226,7 @@ def _fit(
     total = cfg.epochs * steps_per_epoch
     report_every = max(1, steps_per_epoch // 4)
     history: list[dict[str, float]] = []
-    best: dict = {"accuracy": -1.0}
-    stale = 0
+    stopping = EarlyStopping(cfg.patience)
     step = 0
     for epoch in range(1, cfg.epochs + 1):
         expert.train()
@@ -206,16 +248,12 @@ def _fit(
         history.append(row)
         logger.info("epoch %d: train loss %.4f, dev accuracy %.4f", epoch, row["train_loss"],
                     dev["accuracy"])
-        if dev["accuracy"] > best["accuracy"]:
-            state = {k: v.detach().to("cpu", copy=True) for k, v in expert.state_dict().items()}
-            best = {**dev, "epoch": epoch, "state": state}
-            stale = 0
-        else:
-            stale += 1
+        stop = stopping.update(epoch, dev, lambda: {
+            k: v.detach().to("cpu", copy=True) for k, v in expert.state_dict().items()})
         if on_progress is not None:
             on_progress(epoch * steps_per_epoch, total,
                         f"epoch {epoch}/{cfg.epochs}: dev accuracy {dev['accuracy']:.4f}")
-        if stale >= cfg.patience:
-            logger.info("early stop after epoch %d (best %d)", epoch, best["epoch"])
+        if stop:
+            logger.info("early stop after epoch %d (best %d)", epoch, stopping.best["epoch"])
             break
-    return history, best
+    return history, stopping.best

@@ -12,15 +12,18 @@ from experts.ml.artifact import save_expert
 from experts.ml.backbone import BackboneConfig, load_backbone
 from experts.ml.data import DomainDataError, load_domain_dir
 from experts.ml.features import FeatureCache
+from experts.ml.lora import save_lora_artifact
 from training.ml.expert_train import ExpertTrainConfig, train_expert
 
 
 class Command(BaseCommand):
-    help = "Train a head or branch expert on a domain folder (domain.json, train/dev.jsonl)."
+    help = ("Train a head, branch or LoRA expert on a domain folder (domain.json, train/dev.jsonl);"
+            " a LoRA expert is written as the folder peft's save_pretrained writes, plus "
+            "manifest.json")
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--data", required=True, type=Path, help="domain folder")
-        parser.add_argument("--kind", choices=["head", "branch"], default="head")
+        parser.add_argument("--kind", choices=["head", "branch", "lora"], default="head")
         parser.add_argument("--out", required=True, type=Path, help="artifact output folder")
         parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         parser.add_argument("--epochs", type=int, default=None)
@@ -65,8 +68,9 @@ class Command(BaseCommand):
         trained = train_expert(cfg, backbone=backbone, cache=cache, domain=domain,
                                on_progress=progress)
         extra = {"name": opts["name"]} if opts["name"] else None
-        out = save_expert(trained.expert, opts["out"], backbone=backbone,
-                          training=trained.training, metrics=trained.metrics, extra=extra)
+        save = save_lora_artifact if cfg.kind == "lora" else save_expert
+        out = save(trained.expert, opts["out"], backbone=backbone, training=trained.training,
+                   metrics=trained.metrics, extra=extra)
         m = trained.metrics
         self.stdout.write(self.style.SUCCESS(
             f"dev accuracy {m['dev_accuracy']:.4f}, dev macro-F1 {m['dev_macro_f1']:.4f} "

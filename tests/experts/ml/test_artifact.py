@@ -248,13 +248,15 @@ def test_it_rejects_an_expert_built_on_another_backbone(artifact):
 
 def test_it_rejects_oversized_files(artifact, tiny_backbone, tmp_path):
     manifest, weights = artifact
-    with pytest.raises(ArtifactError, match="weights file is .* over the .* limit"):
+    # The upload's own messages (experts.ml.upload_checks.read_capped): one wording everywhere.
+    with pytest.raises(ArtifactError, match=f"weights file is {len(weights)} bytes; the limit is "
+                                            f"{len(weights) - 1} bytes"):
         _load(manifest, weights, tiny_backbone, max_bytes=len(weights) - 1)
     path = tmp_path / "w.safetensors"
     path.write_bytes(weights)
-    with pytest.raises(ArtifactError, match="over the"):
+    with pytest.raises(ArtifactError, match="the limit is 1000 bytes"):
         _load(manifest, path, tiny_backbone, max_bytes=1000)
-    with pytest.raises(ArtifactError, match="manifest is .* over the"):
+    with pytest.raises(ArtifactError, match="manifest is 2.0 MiB; the limit is 1.0 MiB"):
         _load(b" " * (2 * 1024 * 1024), weights, tiny_backbone)
 
 
@@ -279,7 +281,7 @@ def _int_tensor_in_manifest(m):
     (_set("labels", []), "manifest.labels must be a non-empty list"),
     (_set("labels", KeyError), "manifest.labels is required"),
     (_set("format_version", 2), "manifest.format_version must be 1"),
-    (_set("kind", "lora"), "manifest.kind must be one of head, branch"),
+    (_set("kind", "mlp"), "manifest.kind must be one of head, branch, lora"),
     (_set("domain", "a:b"), "manifest.domain must be"),
     (_set("backbone.fingerprint", "abc"), "manifest.backbone.fingerprint must be 64 lowercase hex"),
     (_set("split_layer", 99), "manifest.split_layer must be at most backbone.num_layers"),

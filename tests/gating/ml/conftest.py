@@ -14,6 +14,7 @@ class Trunk:
     pooled: torch.Tensor  # (B, H)
     hidden: torch.Tensor | None = None  # (B, T, H)
     mask: torch.Tensor | None = None  # (B, T)
+    input_ids: torch.Tensor | None = None  # (B, T)
 
 
 class StubExpert(nn.Module):

@@ -19,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--data-dir", required=True, help="folder of domain folders")
         parser.add_argument("--eval-dir", help="folder with <domain>/test.jsonl (default: dev)")
         parser.add_argument("--out", required=True, help="where to write report.json")
-        parser.add_argument("--expert-kind", choices=["head", "branch"], default="head")
+        parser.add_argument("--expert-kind", choices=["head", "branch", "lora"], default="head")
         parser.add_argument("--top-k", type=int, default=1)
         parser.add_argument("--max-train-per-domain", type=int)
         parser.add_argument("--router-max-per-domain", type=int)
@@ -33,6 +33,11 @@ class Command(BaseCommand):
         parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--cache-dir", default="var/feature-cache")
+        parser.add_argument(
+            "--scenario", choices=["default", "marketplace"], default="default",
+            help="marketplace: K contributors per domain (Dirichlet label-skewed shards), a "
+            "near-duplicate and a junk expert per domain, with Shapley credit")
+        parser.add_argument("--contributors-per-domain", type=int, default=3)
         parser.add_argument("--save-dir", help="keep the trained experts (artifacts that upload "
                             "as they are) and the gating bundle in this folder")
 
@@ -50,8 +55,18 @@ class Command(BaseCommand):
             device=opts["device"], seed=opts["seed"], cache_dir=opts["cache_dir"],
             save_dir=opts["save_dir"],
         )
-        report = run_benchmark(cfg)
         out = Path(opts["out"])
+        if opts["scenario"] == "marketplace":
+            from training.ml.marketplace import MarketplaceConfig, run_marketplace
+
+            block = run_marketplace(MarketplaceConfig(
+                bench=cfg, contributors_per_domain=opts["contributors_per_domain"]))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"marketplace": block}, indent=2), encoding="utf-8")
+            self.stdout.write(json.dumps(block["summary"], indent=2))
+            self.stdout.write(f"\nreport written to {out}")
+            return
+        report = run_benchmark(cfg)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2), encoding="utf-8")
         self.stdout.write(markdown_table(report))
