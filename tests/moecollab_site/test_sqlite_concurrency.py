@@ -82,7 +82,7 @@ def test_it_lets_concurrent_workers_claim_their_jobs(transactional_db):
     assert set(Job.objects.values_list("status", flat=True)) == {Job.Status.RUNNING}
 
 
-def test_it_answers_a_locked_database_as_busy_not_unreachable():
+def test_it_answers_a_locked_database_as_busy_not_unreachable(db):
     middleware = DatabaseUnavailableMiddleware(lambda request: None)
     for path in ("/api/v1/experts/", "/experts/"):
         response = middleware.process_exception(RequestFactory().post(path),
