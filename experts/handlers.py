@@ -76,7 +76,7 @@ def _version(job: Job) -> ExpertVersion:
 @register(Job.Kind.VALIDATE_EXPERT)
 def validate_expert(job: Job, ctx: JobContext) -> dict:
     """Every artifact check, a smoke forward pass, then accuracy on the private test split."""
-    from experts.ml.artifact import inspect_artifact, load_expert
+    from experts.ml.artifact import inspect_and_load
     from experts.runtime import worker_backbone, worker_feature_cache
     from experts.uploads import platform_backbone
     from training.ml.scoring import OUTPUT_CHECK, score_expert
@@ -86,9 +86,11 @@ def validate_expert(job: Job, ctx: JobContext) -> dict:
         ctx.progress(0, 3, "checking the artifact")
         backbone = worker_backbone()
         manifest_path, weights_path = selectors.version_artifact_paths(version)
-        checks = inspect_artifact(manifest_path, weights_path, platform=platform_backbone(),
-                                  max_bytes=settings.MOECOLLAB_UPLOAD_MAX_BYTES,
-                                  backbone=backbone)
+        # One pass: the checks build and run the expert, which is then scored.
+        checks, module, _ = inspect_and_load(manifest_path, weights_path,
+                                             platform=platform_backbone(),
+                                             max_bytes=settings.MOECOLLAB_UPLOAD_MAX_BYTES,
+                                             backbone=backbone)
         recorded = [c for c in version.checks if c.get("where") == "upload"]
         recorded += [{"name": c.name, "ok": c.ok, "message": c.message, "where": "worker"}
                      for c in checks]
@@ -98,9 +100,6 @@ def validate_expert(job: Job, ctx: JobContext) -> dict:
             _mark_invalid(version, f"{failed.name}: {failed.message}")
             return {"valid": False, "failed_check": failed.name, "reason": failed.message}
         ctx.check_stop()
-        module, _ = load_expert(manifest_path, weights_path,
-                                expected_fingerprint=backbone.fingerprint,
-                                max_bytes=settings.MOECOLLAB_UPLOAD_MAX_BYTES, backbone=backbone)
         module.to(backbone.device)
         domain = version.expert.domain
         split = DataSplit.Kind.TEST

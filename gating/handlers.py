@@ -69,29 +69,23 @@ def _tell_trainer(version: GatingVersion, message: str) -> None:
                link=version.link)
 
 
-@Job.settles(Job.Kind.TRAIN_GATING)
-def _settle_training(job: Job, status: str, reason: str) -> None:
-    """However its training job ended without a bundle, the version is failed, saying why,
-    and nothing it wrote is left behind."""
+@Job.settles(Job.Kind.TRAIN_GATING, Job.Kind.EVALUATE)
+def _settle(job: Job, status: str, reason: str) -> None:
+    """However its job ended, the version says why: a training that wrote no bundle leaves it
+    failed (and nothing it wrote behind); a failed evaluation leaves it trained, re-evaluable."""
     version = GatingVersion.objects.filter(pk=job.params.get("gating_version_id")).first()
     if version is None:
         return
-    text = ("training was cancelled before it finished" if status == Job.Status.CANCELLED
-            else f"training did not finish: {reason}")
-    if version.mark_failed(text):
+    what = "training" if job.kind == Job.Kind.TRAIN_GATING else "evaluation"
+    text = (f"{what} was cancelled before it finished" if status == Job.Status.CANCELLED
+            else f"{what} did not finish: {reason}")
+    if what == "training":
+        if not version.mark_failed(text):
+            return
         shutil.rmtree(_bundle_dir(version), ignore_errors=True)
-        _tell_trainer(version, text)
-
-
-@Job.settles(Job.Kind.EVALUATE)
-def _settle_evaluation(job: Job, status: str, reason: str) -> None:
-    version = GatingVersion.objects.filter(pk=job.params.get("gating_version_id")).first()
-    if version is None:
+    elif not version.mark_evaluation_failed(text):
         return
-    text = ("evaluation was cancelled before it finished" if status == Job.Status.CANCELLED
-            else f"evaluation did not finish: {reason}")
-    if version.mark_evaluation_failed(text):
-        _tell_trainer(version, text)
+    _tell_trainer(version, text)
 
 
 def _stopped(exc: Exception) -> JobCancelled:

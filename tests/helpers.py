@@ -98,6 +98,14 @@ class WorkerProcess:
                 self.kill()
 
 
+def finished_job(job_id: int):
+    """The job once it has ended, else None (a wait_for predicate)."""
+    from training.models import Job
+
+    job = Job.objects.get(pk=job_id)
+    return job if job.is_finished else None
+
+
 def wait_for(predicate, *, timeout: float, interval: float = 0.5, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -97,21 +97,29 @@ def _dummy_trunk(hidden_size: int) -> TrunkBatch:
     return TrunkBatch(pooled=hidden.mean(dim=1), hidden=hidden, mask=mask)
 
 
-def inspect_artifact(
+def inspect_and_load(
     manifest: bytes | str | Path, weights: bytes | str | Path | None = None, *,
     expected_fingerprint: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-    platform: dict | None = None, backbone: Backbone | None = None,
-) -> list[Check]:
-    """Run every check on an artifact (a directory, or manifest + weights) and report each.
+    platform: dict | None = None, backbone: Backbone | None = None, bank=None,
+) -> tuple[list[Check], nn.Module | None, dict | None]:
+    """(every check, the expert the last check built and ran or None, the manifest).
 
     `platform` (describe_backbone()) also compares the layers, width and layer config the
-    manifest states; its fingerprint is used when expected_fingerprint is not given.
+    manifest states; its fingerprint is used when expected_fingerprint is not given. LoRA
+    experts need `backbone`; those loaded with the same `bank` run in one forward.
     """
     if expected_fingerprint is None and platform is not None:
         expected_fingerprint = platform["fingerprint"]
     inspection = _Inspection(manifest, weights, expected_fingerprint, max_bytes, platform)
-    inspection.backbone = backbone
-    return list(inspection.run())
+    inspection.backbone, inspection.bank = backbone, bank
+    checks = list(inspection.run())
+    return checks, inspection.module, inspection.manifest
+
+
+def inspect_artifact(manifest: bytes | str | Path, weights: bytes | str | Path | None = None,
+                     **kwargs) -> list[Check]:
+    """Run every check on an artifact (a directory, or manifest + weights) and report each."""
+    return inspect_and_load(manifest, weights, **kwargs)[0]
 
 
 def load_expert(
@@ -119,16 +127,14 @@ def load_expert(
     expected_fingerprint: str | None, max_bytes: int = DEFAULT_MAX_BYTES,
     backbone: Backbone | None = None, bank=None,
 ) -> tuple[nn.Module, dict]:
-    """Validate and load an artifact without unpickling anything; raises ArtifactError.
-
-    LoRA experts need `backbone`; those loaded with the same `bank` run in one forward.
-    """
-    inspection = _Inspection(manifest, weights, expected_fingerprint, max_bytes)
-    inspection.backbone, inspection.bank = backbone, bank
-    for check in inspection.run():
-        if not check.ok:
-            raise ArtifactError(check.message)
-    return inspection.module, inspection.manifest
+    """Validate and load an artifact without unpickling anything; raises ArtifactError."""
+    checks, module, found = inspect_and_load(
+        manifest, weights, expected_fingerprint=expected_fingerprint, max_bytes=max_bytes,
+        backbone=backbone, bank=bank)
+    failed = next((c for c in checks if not c.ok), None)
+    if failed is not None:
+        raise ArtifactError(failed.message)
+    return module, found
 
 
 def save_expert(

@@ -12,7 +12,7 @@ import torch
 from experts.models import ExpertVersion
 from gating import serving
 from tests.gating.conftest import domain_labels, domain_splits, shared_domain
-from tests.helpers import api_client_for, make_expert, make_version, wait_for
+from tests.helpers import api_client_for, finished_job, make_expert, make_version, wait_for
 from training.models import Job
 
 pytestmark = pytest.mark.worker
@@ -48,10 +48,6 @@ def peft_folder(tmp_path_factory):
     model.save_pretrained(out)
     return out, labels
 
-
-def finished(job_id: int):
-    job = Job.objects.get(pk=job_id)
-    return job if job.is_finished else None
 
 
 def test_a_plain_peft_adapter_goes_from_upload_to_predict_and_back_to_peft(
@@ -93,7 +89,7 @@ def test_a_plain_peft_adapter_goes_from_upload_to_predict_and_back_to_peft(
     response = staff.post("/api/v1/gating/", {"params": {"epochs": 10}}, format="json")
     assert response.status_code == 201, response.content
     version_id = response.json()["version"]["id"]
-    train_job = wait_for(lambda: finished(response.json()["job"]["id"]), timeout=300,
+    train_job = wait_for(lambda: finished_job(response.json()["job"]["id"]), timeout=300,
                          what="gating training")
     assert train_job.status == Job.Status.SUCCEEDED, train_job.error
     report = wait_for(lambda: staff.get(f"/api/v1/gating/{version_id}/").json()["report"],

@@ -7,15 +7,11 @@ import pytest
 from gating import serving
 from gating.models import GatingVersion
 from tests.gating.conftest import shared_domain
-from tests.helpers import api_client_for, make_expert, make_version, wait_for
+from tests.helpers import api_client_for, finished_job, make_expert, make_version, wait_for
 from training.models import Job
 
 pytestmark = pytest.mark.worker
 
-
-def finished(job_id: int):
-    job = Job.objects.get(pk=job_id)
-    return job if job.is_finished else None
 
 
 def test_it_combines_head_and_branch_experts_end_to_end(
@@ -29,12 +25,12 @@ def test_it_combines_head_and_branch_experts_end_to_end(
     response = staff.post("/api/v1/gating/", {"params": {"epochs": 10}}, format="json")
     assert response.status_code == 201, response.content  # all approved: no selection given
     version_id = response.json()["version"]["id"]
-    train_job = wait_for(lambda: finished(response.json()["job"]["id"]), timeout=300,
+    train_job = wait_for(lambda: finished_job(response.json()["job"]["id"]), timeout=300,
                          what="gating training")
     assert train_job.status == Job.Status.SUCCEEDED, train_job.error
     version = GatingVersion.objects.get(pk=version_id)
     assert version.members.count() == 4
-    eval_job = wait_for(lambda: finished(version.eval_job_id), timeout=300, what="evaluation")
+    eval_job = wait_for(lambda: finished_job(version.eval_job_id), timeout=300, what="evaluation")
     assert eval_job.status == Job.Status.SUCCEEDED, eval_job.error
 
     report = staff.get(f"/api/v1/gating/{version_id}/").json()["report"]

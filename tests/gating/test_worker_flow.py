@@ -6,16 +6,12 @@ from django.utils import timezone
 
 from gating import serving
 from gating.models import GatingVersion
-from tests.helpers import api_client_for, wait_for
+from tests.helpers import api_client_for, finished_job, wait_for
 from training.models import Job, WorkerHeartbeat
 from training.services import jobs_sweep_stale
 
 pytestmark = pytest.mark.worker
 
-
-def finished(job_id: int):
-    job = Job.objects.get(pk=job_id)
-    return job if job.is_finished else None
 
 
 def test_it_trains_evaluates_promotes_and_serves_a_gating_model(
@@ -27,14 +23,14 @@ def test_it_trains_evaluates_promotes_and_serves_a_gating_model(
     assert response.status_code == 201, response.content
     version_id = response.json()["version"]["id"]
 
-    train_job = wait_for(lambda: finished(response.json()["job"]["id"]), timeout=240,
+    train_job = wait_for(lambda: finished_job(response.json()["job"]["id"]), timeout=240,
                          what="gating training")
     assert train_job.status == Job.Status.SUCCEEDED, train_job.error
     assert train_job.worker == celery_worker_process.hostname
     version = GatingVersion.objects.get(pk=version_id)
     assert version.weights and version.weights_sha256
     assert version.training_curves["regularized"] and version.training_curves["unregularized"]
-    eval_job = wait_for(lambda: finished(version.eval_job_id), timeout=240, what="evaluation")
+    eval_job = wait_for(lambda: finished_job(version.eval_job_id), timeout=240, what="evaluation")
     assert eval_job.status == Job.Status.SUCCEEDED, eval_job.error
     assert eval_job.queue == "cpu" and train_job.queue == "gpu"
 

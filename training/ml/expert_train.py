@@ -82,11 +82,11 @@ class TrainedExpert:
     training: dict = field(default_factory=dict)  # provenance for the artifact manifest
 
 
-def _train_batches(trunks: TrunkSet, batch_size: int, gen: torch.Generator
-                   ) -> list[torch.Tensor]:
-    """Shuffled row batches; with token states, sorted inside random windows of 16 batches."""
-    perm = torch.randperm(len(trunks), generator=gen)
-    lengths = trunks.lengths()
+def train_batches(n: int, lengths: torch.Tensor | None, batch_size: int,
+                  gen: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled row batches of n rows; with (n,) token lengths, sorted inside random windows of
+    16 batches so each batch carries little padding."""
+    perm = torch.randperm(n, generator=gen)
     if lengths is not None:
         window = batch_size * 16  # little padding, still shuffled
         chunks = [perm[i : i + window] for i in range(0, len(perm), window)]
@@ -231,7 +231,7 @@ def _fit(
     for epoch in range(1, cfg.epochs + 1):
         expert.train()
         running = 0.0
-        for rows in _train_batches(train, cfg.batch_size, gen):
+        for rows in train_batches(len(train), train.lengths(), cfg.batch_size, gen):
             check_stop(should_stop, f"in expert training epoch {epoch}")
             logits = expert(train.batch(rows, device=device).for_expert(expert))  # (B, C)
             loss = nn.functional.cross_entropy(logits.float(), labels[rows].to(device))

@@ -18,7 +18,7 @@ from experts.ml.backbone import Backbone
 from experts.ml.common import ProgressFn, StopFn, check_stop
 from experts.ml.lora import lora_expert_from_state
 from experts.ml.trunk import pad_ids
-from training.ml.expert_train import EarlyStopping, dev_metrics
+from training.ml.expert_train import EarlyStopping, dev_metrics, train_batches
 
 logger = logging.getLogger(__name__)
 
@@ -31,17 +31,6 @@ def peft_config_dict(peft_config, *, base_name: str) -> dict:
     cfg["inference_mode"] = True
     return json.loads(json.dumps(cfg, default=lambda x: sorted(x) if isinstance(x, set) else
                                  str(x)))
-
-
-def _batches(lengths: list[int], batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """Shuffled batches, sorted by length inside random windows of 16 batches (little padding)."""
-    perm = torch.randperm(len(lengths), generator=gen)
-    lens = torch.tensor(lengths)
-    window = batch_size * 16
-    chunks = [perm[i : i + window] for i in range(0, len(perm), window)]
-    perm = torch.cat([c[torch.argsort(lens[c], descending=True)] for c in chunks])
-    batches = list(perm.split(batch_size))
-    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
 
 @torch.no_grad()
@@ -94,7 +83,7 @@ def train_lora(cfg, *, backbone: Backbone, domain, train_rows, on_progress: Prog
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         running = 0.0
-        for rows in _batches(lengths, cfg.batch_size, gen):
+        for rows in train_batches(len(lengths), torch.tensor(lengths), cfg.batch_size, gen):
             check_stop(should_stop, f"in LoRA training epoch {epoch}")
             input_ids, mask = pad_ids([ids["train"][i] for i in rows.tolist()], device=device)
             autocast = (torch.autocast("cuda", dtype=torch.float16) if cuda
