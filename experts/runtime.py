@@ -15,6 +15,13 @@ def worker_backbone():
 
 @lru_cache(maxsize=1)
 def worker_feature_cache():
-    from experts.ml.features import FeatureCache
+    import torch
 
-    return FeatureCache(settings.MOECOLLAB_FEATURE_CACHE_DIR, worker_backbone())
+    from experts.ml.features import FeatureCache
+    from experts.ml.inference import open_encoder
+
+    backbone = worker_backbone()
+    encoder = open_encoder(backbone, settings.MOECOLLAB_ENCODE_BACKEND,
+                           cache_dir=settings.MOECOLLAB_FEATURE_CACHE_DIR,
+                           threads=torch.get_num_threads())
+    return FeatureCache(settings.MOECOLLAB_FEATURE_CACHE_DIR, backbone, encoder=encoder)

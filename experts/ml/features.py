@@ -62,11 +62,17 @@ class _TokenIndex:
 class FeatureCache:
     """Pooled and per-token backbone features stored as safetensors shards under `root`."""
 
-    def __init__(self, root: Path | str, backbone: Backbone, *, shard_size: int = 4096) -> None:
+    def __init__(self, root: Path | str, backbone: Backbone, *, shard_size: int = 4096,
+                 encoder=None) -> None:
         self.backbone = backbone
+        # what runs the backbone's forward (experts.ml.inference.open_encoder): float32 torch
+        # or ONNX Runtime; its name is in the key, so features of two backends never mix
+        self.encoder = encoder or backbone
+        self.backend = getattr(self.encoder, "backend", "torch-float32")
         self.shard_size = shard_size  # texts per written shard: bounds lost work on interruption
         # max_length is in the key because truncation changes the features of long texts
-        self.root = Path(root) / f"{backbone.fingerprint}-len{backbone.cfg.max_length}"
+        self.root = (Path(root) / f"{backbone.fingerprint}-len{backbone.cfg.max_length}"
+                     / self.backend)
         self.encoded_count = 0  # texts this instance sent through the backbone
         self._pooled: dict[int, _PooledIndex] = {}
         self._tokens: dict[int, _TokenIndex] = {}
@@ -117,14 +123,14 @@ class FeatureCache:
     ) -> None:
         """Encode `texts` once up to spec.depth and write a shard for every requested layer."""
         total = len(texts)
-        logger.info("encoding %d uncached texts (pooled %s, tokens %s)", total,
-                    list(spec.pooled), list(spec.tokens))
+        logger.info("encoding %d uncached texts with %s (pooled %s, tokens %s)", total,
+                    self.backend, list(spec.pooled), list(spec.tokens))
         for start in range(0, total, self.shard_size):
             chunk = texts[start : start + self.shard_size]
             hashes = torch.frombuffer(
                 bytearray(b"".join(text_hash(t) for t in chunk)), dtype=torch.uint8
             ).view(len(chunk), _HASH_BYTES)
-            encoded = self.backbone.encode_set(chunk, spec)
+            encoded = self.encoder.encode_set(chunk, spec)
             for layer, states in encoded.tokens.items():
                 lengths = torch.tensor([0] + [s.shape[0] for s in states], dtype=torch.int64)
                 _atomic_save(

@@ -124,6 +124,9 @@ class OnnxTrunk:
         # tokenize, pad, fingerprint, cfg, ...: the torch backbone's (LoRA experts use it too)
         return getattr(self.backbone, name)
 
+    # the same TrunkSet assembly as the torch backbone's, over this trunk's batches
+    encode_set = Backbone.encode_set
+
     def encode_batches(
         self, texts: Sequence[str], spec: TrunkSpec, *, batch_size: int | None = None,
     ) -> Iterator[tuple[list[int], LayeredBatch]]:
@@ -147,6 +150,23 @@ class OnnxTrunk:
                                     input_ids=input_ids if spec.ids else None)
 
 
+def cpu_info() -> dict:
+    """Model name and the SIMD flags that decide CPU inference speed, from /proc/cpuinfo."""
+    model, flags = "unknown", set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == "unknown":
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+    return {"model": model, "flags": [f for f in wanted if f in flags]}
+
+
 def onnx_available() -> bool:
     try:
         import onnxruntime  # noqa: F401
@@ -158,11 +178,44 @@ def onnx_available() -> bool:
 def candidate_backends(*, bf16_fast: bool) -> list[str]:
     """The backends worth measuring here, float32 first (the reference)."""
     out = ["torch-float32"]
-    if bf16_fast:  # without AMX, bfloat16 is slower than float32 on CPU
+    if bf16_fast:  # without AMX or AVX-512 BF16, bfloat16 is slower than float32 on CPU
         out.append("torch-bfloat16")
     if onnx_available():
         out += ["onnx-float32", "onnx-int8"]
     return out
+
+
+# Backends whose features are the float32 ones the experts are trained on (ONNX Runtime's
+# float32 graph is within 1e-4 of torch's on the tiny model, 1e-5 on MiniLM), so training,
+# validation and evaluation may encode with them; bfloat16 and int8 are serving-only.
+ENCODE_BACKENDS = ("torch-float32", "onnx-float32")
+
+
+def encode_backend_name(configured: str, backbone: Backbone) -> str:
+    """The encoding backend `configured` ("auto" or one of ENCODE_BACKENDS) means here: auto is
+    ONNX Runtime float32 on a CPU where onnxruntime is installed, torch float32 otherwise."""
+    if configured == "auto":
+        return ("onnx-float32" if backbone.device.type == "cpu" and onnx_available()
+                else "torch-float32")
+    if configured not in ENCODE_BACKENDS:
+        raise ValueError(f"the encoding backend must be auto or one of "
+                         f"{', '.join(ENCODE_BACKENDS)} (bfloat16 and int8 change the features "
+                         f"the experts learn from), got {configured!r}")
+    return configured
+
+
+def open_encoder(backbone: Backbone, configured: str, *, cache_dir: str | Path,
+                 threads: int = 1):
+    """The trunk that encodes features for training and validation, with its `backend` name;
+    torch float32 (with a warning) when the configured one cannot run here."""
+    name = encode_backend_name(configured, backbone)
+    if name == "torch-float32":
+        return backbone
+    try:
+        return open_backend(backbone, name, cache_dir=cache_dir, threads=threads)
+    except BackendUnavailable as exc:
+        logger.warning("encoding with torch-float32: %s", exc)
+        return backbone
 
 
 def open_backend(backbone: Backbone, backend: str, *, cache_dir: str | Path,
@@ -179,5 +232,6 @@ def open_backend(backbone: Backbone, backend: str, *, cache_dir: str | Path,
         trunk = copy.copy(backbone)  # the float32 backbone stays as it is for LoRA experts
         trunk.model = copy.deepcopy(backbone.model).to(dtype=torch.bfloat16)
         trunk.dtype = torch.bfloat16
+        trunk.backend = backend
         return trunk
     return OnnxTrunk(backbone, backend, cache_dir=cache_dir, threads=threads)

@@ -8,6 +8,7 @@ from moecollab_site.settings.env import (
     env,
     env_bool,
     env_broker,
+    env_choice,
     env_database,
     env_int,
     env_rate,
@@ -117,7 +118,7 @@ STORAGES = {
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 
-# Where the platform finds domain folders laid out like shared/data (domain.json, *.jsonl).
+# Where the platform finds domain folders laid out like experts/demo_data (domain.json, *.jsonl).
 MOECOLLAB_DATA_DIR = env.str("MOECOLLAB_DATA_DIR", default="") or None
 # Trunk features cached on disk, shared by jobs on one machine.
 MOECOLLAB_FEATURE_CACHE_DIR = Path(
@@ -163,7 +164,11 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MoECollab API",
-    "DESCRIPTION": "Contributor marketplace and training platform for mixture-of-experts models.",
+    # Markdown in Swagger UI: the docs page links back to the site it documents.
+    "DESCRIPTION": "Contributor marketplace and training platform for mixture-of-experts "
+                   "models. [Back to the MoECollab site](/). An unknown query parameter or "
+                   "body field is refused with 400, never ignored.",
+    "EXTERNAL_DOCS": {"description": "The MoECollab site", "url": "/"},
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -172,6 +177,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "moecollab_site.api.document_bad_query_strings",
+        "moecollab_site.api.document_unknown_body_fields",
     ],
     # Several choice fields are called "kind": give each set its own schema name.
     "ENUM_NAME_OVERRIDES": {
@@ -249,5 +255,10 @@ MOECOLLAB_PREDICT_DEVICE = env.str("MOECOLLAB_PREDICT_DEVICE", default="cpu")
 # the production version's evaluation, else torch-float32), torch-float32, torch-bfloat16,
 # onnx-float32 or onnx-int8. ONNX exports are cached under MOECOLLAB_FEATURE_CACHE_DIR/onnx.
 MOECOLLAB_PREDICT_BACKEND = env.str("MOECOLLAB_PREDICT_BACKEND", default="auto")
+# Backbone forward that encodes features for training, validation and evaluation: "auto" (ONNX
+# Runtime float32 on CPU when installed, else torch), torch-float32 or onnx-float32. Only float32
+# backends: the features are the ones experts learn from. Part of the feature cache's key.
+MOECOLLAB_ENCODE_BACKEND = env_choice("MOECOLLAB_ENCODE_BACKEND", "auto",
+                                      ("auto", "torch-float32", "onnx-float32"))
 # Where workers run models: "auto" (CUDA when present), "cpu" or "cuda[:n]".
 MOECOLLAB_DEVICE = env.str("MOECOLLAB_DEVICE", default="auto")

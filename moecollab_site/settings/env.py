@@ -70,3 +70,11 @@ def env_broker(default: str) -> str:
             f"CELERY_BROKER_URL must start with one of {sorted(_BROKER_SCHEMES)}://, got {url!r}"
         )
     return url
+
+
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`; anything else stops start-up naming the variable and the choices."""
+    value = env.str(name, default=default)
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value

@@ -9,6 +9,9 @@ import pytest
 
 from tests.helpers import REPO
 
+# settings parsed in subprocesses differ with DATABASE_URL / CELERY_BROKER_URL: both CI passes
+pytestmark = pytest.mark.backends
+
 
 def run_django(code: str, **env_overrides: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items()
@@ -79,6 +82,7 @@ def test_it_passes_check_deploy_with_production_settings():
     ("MOECOLLAB_THROTTLE_PREDICT_TEXTS", "lots"),
     ("MOECOLLAB_THROTTLE_PREDICT_CHARS", "100/fortnight"),
     ("MOECOLLAB_PREDICT_CHUNK", "0"),
+    ("MOECOLLAB_ENCODE_BACKEND", "onnx-int8"),
 ])
 def test_it_refuses_malformed_throttle_and_proxy_settings(variable, value):
     result = run_django("", DJANGO_SETTINGS_MODULE="moecollab_site.settings.local",

@@ -22,10 +22,16 @@ import torch
 from torch import nn
 
 from experts.ml.artifact import save_expert
-from experts.ml.backbone import BackboneConfig, load_backbone, resolve_device
+from experts.ml.backbone import (
+    BackboneConfig,
+    load_backbone,
+    plain_forward_throughput,
+    resolve_device,
+)
 from experts.ml.common import ProgressFn, StopFn, check_stop
 from experts.ml.data import DomainData, load_domain_dir
 from experts.ml.features import FeatureCache
+from experts.ml.inference import open_encoder
 from experts.ml.lora import save_lora_artifact
 from experts.ml.trunk import TrunkSpec, expert_logits
 from gating.ml.bundle import save_bundle
@@ -37,6 +43,9 @@ from training.ml.expert_train import ExpertTrainConfig, train_expert
 
 logger = logging.getLogger(__name__)
 
+# Texts of the plain transformers forward that a cold run's encoding is compared with: spread
+# over the sorted-by-domain set, so the sample has every domain's lengths.
+ENCODE_REFERENCE_TEXTS = 256
 STAGES = ("features", "experts", "baseline", "router", "evaluate")
 
 
@@ -51,9 +60,13 @@ class BenchmarkConfig:
     device: str = "auto"  # "auto", "cpu", "cuda[:n]"
     seed: int = 0  # one seed for sampling, experts, baseline and routers
     cache_dir: str = "var/feature-cache"  # FeatureCache root (shared across runs)
+    # backbone forward for encoding (experts.ml.inference.ENCODE_BACKENDS or "auto"), as the
+    # platform's MOECOLLAB_ENCODE_BACKEND
+    encode_backend: str = "auto"
     split_layer: int | None = None  # None = expert_train's default for the kind
     expert_epochs: int | None = None  # None = expert_train's default for the kind
     router_layers: tuple[int, ...] | None = None  # None = the platform's default (see training)
+    router_mlp_hidden: int = 0  # hidden width of an MLP router; 0 = linear (the default)
     # Small matrices (heads, router) run several times faster on one thread than on two when the
     # cores are shared (measured 1.5 s vs 13.9 s per sentiment head epoch); None = leave as is.
     small_model_threads: int | None = 1
@@ -140,7 +153,7 @@ def run_benchmark(
 
     domains = load_domains(cfg)
     backbone = load_backbone(BackboneConfig(device=str(device)))
-    cache = FeatureCache(cfg.cache_dir, backbone)
+    cache = feature_cache(cfg, backbone)
     base = ExpertTrainConfig(
         kind=cfg.expert_kind, seed=cfg.seed, device=str(device), split_layer=cfg.split_layer,
         epochs=cfg.expert_epochs,
@@ -149,6 +162,7 @@ def run_benchmark(
     gating_cfg = GatingTrainConfig(
         top_k=cfg.top_k, seed=cfg.seed, device=str(device),
         max_train_per_domain=cfg.router_max_per_domain, router_layers=cfg.router_layers,
+        mlp_hidden=cfg.router_mlp_hidden,
     )
 
     progress("features")
@@ -161,8 +175,17 @@ def run_benchmark(
                             tokens=[split] if cfg.expert_kind == "branch" else [])
         texts = [t for d in domains for rows in (d.train, d.dev, eval_rows(d)[0])
                  for t, _ in rows]
-        cache.load(list(dict.fromkeys(texts)), spec)
+        unique = list(dict.fromkeys(texts))
+        cache.load(unique, spec)
         n_encoded = cache.encoded_count
+    encoding = {"backend": cache.backend, "texts": n_encoded,
+                "seconds": round(timer.times["features"], 2)}
+    if n_encoded:  # a cold run: the encoder's throughput against the plain forward's
+        encoding["texts_per_s"] = n_encoded / max(timer.times["features"], 1e-9)
+        with timer.stage("encode_reference"):
+            sample = unique[:: max(1, len(unique) // ENCODE_REFERENCE_TEXTS)]
+            encoding["reference_texts_per_s"] = plain_forward_throughput(backbone, sample)
+        encoding["ratio"] = encoding["texts_per_s"] / encoding["reference_texts_per_s"]
 
     progress("experts")
     trained = {}
@@ -225,8 +248,16 @@ def run_benchmark(
             "split_layer": split, "router_layers": list(model.moe.router.config.input_layers),
             "texts_encoded": n_encoded,
         },
+        encoding=encoding,
     )
     return report
+
+
+def feature_cache(cfg: BenchmarkConfig, backbone) -> FeatureCache:
+    """The feature cache on the encoding backend the platform's workers would use."""
+    encoder = open_encoder(backbone, cfg.encode_backend, cache_dir=cfg.cache_dir,
+                           threads=torch.get_num_threads())
+    return FeatureCache(cfg.cache_dir, backbone, encoder=encoder)
 
 
 def _train_baseline(cfg, base, domains, experts, space, *, backbone, cache, should_stop):

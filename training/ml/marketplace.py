@@ -20,12 +20,11 @@ import torch
 from experts.ml.backbone import BackboneConfig, load_backbone, resolve_device
 from experts.ml.common import StopFn
 from experts.ml.data import DomainData, Example
-from experts.ml.features import FeatureCache
 from experts.ml.trunk import TrunkSpec, expert_logits
 from gating.ml.evaluate import eval_rows, eval_sets, evaluate_gating
 from gating.ml.metrics import classification_report
 from gating.ml.training import GatingTrainConfig, train_gating
-from training.ml.benchmark import BenchmarkConfig, _threads, load_domains
+from training.ml.benchmark import BenchmarkConfig, _threads, feature_cache, load_domains
 from training.ml.expert_train import ExpertTrainConfig, train_expert
 
 logger = logging.getLogger(__name__)
@@ -86,7 +85,7 @@ def run_marketplace(cfg: MarketplaceConfig, *, should_stop: StopFn | None = None
     device = resolve_device(b.device)
     domains = load_domains(b)
     backbone = load_backbone(BackboneConfig(device=str(device)))
-    cache = FeatureCache(b.cache_dir, backbone)
+    cache = feature_cache(b, backbone)
     base = ExpertTrainConfig(kind=b.expert_kind, seed=b.seed, device=str(device),
                              split_layer=b.split_layer, epochs=b.expert_epochs
                              ).resolved(backbone.num_layers)
@@ -130,7 +129,8 @@ def run_marketplace(cfg: MarketplaceConfig, *, should_stop: StopFn | None = None
 
     gating_cfg = GatingTrainConfig(top_k=b.top_k, seed=b.seed, device=str(device),
                                    max_train_per_domain=b.router_max_per_domain,
-                                   router_layers=b.router_layers)
+                                   router_layers=b.router_layers,
+                                   mlp_hidden=b.router_mlp_hidden)
 
     def route(keys: list[str], experts: list, groups=None) -> dict:
         with _threads(b.small_model_threads):

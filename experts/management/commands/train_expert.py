@@ -5,6 +5,7 @@ import logging
 import time
 from pathlib import Path
 
+import torch
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -12,6 +13,7 @@ from experts.ml.artifact import save_expert
 from experts.ml.backbone import BackboneConfig, load_backbone
 from experts.ml.data import DomainDataError, load_domain_dir
 from experts.ml.features import FeatureCache
+from experts.ml.inference import open_encoder
 from experts.ml.lora import save_lora_artifact
 from training.ml.expert_train import ExpertTrainConfig, train_expert
 
@@ -47,7 +49,9 @@ class Command(BaseCommand):
         except DomainDataError as exc:
             raise CommandError(str(exc)) from None
         backbone = load_backbone(BackboneConfig(device=opts["device"]))
-        cache = FeatureCache(Path(cache_dir), backbone)
+        encoder = open_encoder(backbone, settings.MOECOLLAB_ENCODE_BACKEND, cache_dir=cache_dir,
+                               threads=torch.get_num_threads())
+        cache = FeatureCache(Path(cache_dir), backbone, encoder=encoder)
         cfg = ExpertTrainConfig(
             kind=opts["kind"], epochs=opts["epochs"], seed=opts["seed"], device=opts["device"],
             split_layer=opts["split_layer"],

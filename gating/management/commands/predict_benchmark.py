@@ -14,24 +14,8 @@ from pathlib import Path
 import torch
 from django.core.management.base import BaseCommand, CommandError
 
+from experts.ml.inference import cpu_info
 from experts.ml.trunk import LayeredBatch, mean_pool
-
-
-def cpu_info() -> dict:
-    """Model name and the SIMD flags that decide CPU inference speed, from /proc/cpuinfo."""
-    model, flags = "unknown", set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and model == "unknown":
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
-    return {"model": model, "flags": [f for f in wanted if f in flags]}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -81,6 +65,9 @@ class Command(BaseCommand):
                             help="a gating bundle file (default: the production version's)")
         parser.add_argument("--threads", type=int, default=None,
                             help="intra-op threads (default: MOECOLLAB_PREDICT_THREADS)")
+        parser.add_argument("--chunk", type=int, default=None,
+                            help="texts per forward inside a call, as serving runs them "
+                                 "(default: MOECOLLAB_PREDICT_CHUNK)")
         parser.add_argument("--json", default=None, help="also write the results here")
 
     def handle(self, *args, **opts):
@@ -95,7 +82,7 @@ class Command(BaseCommand):
         )
         from gating.ml.backend_gate import gate_verdict, pick_backend
         from gating.ml.bundle import load_bundle
-        from gating.ml.predictor import fast_cpu_bf16
+        from gating.ml.predictor import Predictor, fast_cpu_bf16
 
         threads = opts["threads"] or int(settings.MOECOLLAB_PREDICT_THREADS)
         torch.set_num_threads(threads)
@@ -106,13 +93,14 @@ class Command(BaseCommand):
             raise CommandError(f"{path} has no rows")
         texts = [r["text"] for r in rows]
         batch = max(1, opts["batch"])
+        chunk = max(1, opts["chunk"] or int(settings.MOECOLLAB_PREDICT_CHUNK))
         backbone = load_backbone(BackboneConfig(device="cpu"))
         bundle = opts["bundle"] or self._production_bundle()
         model = load_bundle(bundle, expected_fingerprint=backbone.fingerprint, backbone=backbone)
         spec, moe = model.spec, model.moe
         targets = None
+        space = moe.label_space
         if opts["labels"]:
-            space = moe.label_space
             targets = torch.tensor([space.index(r.get("domain", path.parent.name), r["label"])
                                     for r in rows])
 
@@ -139,11 +127,12 @@ class Command(BaseCommand):
                 self.stderr.write(f"{name}: unavailable ({exc})")
                 continue
 
-            def call(b, trunk=trunk):
-                pred = torch.empty(len(b), dtype=torch.long)
-                for idx, lb in trunk.encode_batches(b, spec, batch_size=len(b)):
-                    pred[idx] = moe(lb).log_probs.argmax(dim=1)
-                return pred
+            # serving's own path: the Predictor, in chunks of `chunk` texts per forward
+            predictor = Predictor(trunk, model, batch_size=chunk)
+
+            def call(b, predictor=predictor):
+                return torch.tensor([space.index(r["domain"], r["label"])
+                                     for r in predictor.predict(b)])
 
             pred, times = _run(call, texts, batch)
             m = stats(times)
@@ -154,8 +143,8 @@ class Command(BaseCommand):
             delta = 0.0 if targets is None else (m["accuracy"] - reference["accuracy"]) * 100
             gate["backends"][name] = {"texts_per_s": m["texts_per_s"], "acceptable": gate_verdict(
                 agreement=m["agreement"], accuracy_delta=delta)}
-        out = {"cpu": cpu_info(), "batch": batch, "n_texts": len(texts), "reference": reference,
-               "backends": results, "serving_backend": pick_backend(gate)}
+        out = {"cpu": cpu_info(), "batch": batch, "chunk": chunk, "n_texts": len(texts),
+               "reference": reference, "backends": results, "serving_backend": pick_backend(gate)}
         self._print(out)
         if opts["json"]:
             Path(opts["json"]).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
@@ -172,7 +161,8 @@ class Command(BaseCommand):
     def _print(self, out: dict) -> None:
         cpu = out["cpu"]
         self.stdout.write(f"CPU: {cpu['model']} (flags: {' '.join(cpu['flags']) or 'none'}); "
-                          f"{out['n_texts']} texts, batch {out['batch']}, "
+                          f"{out['n_texts']} texts, batch {out['batch']} "
+                          f"(chunks of {out['chunk']}), "
                           f"{torch.get_num_threads()} thread(s)")
         self.stdout.write(f"{'backend':<24}{'texts/s':>9}{'p50 ms':>9}{'p95 ms':>9}"
                           f"{'ratio':>7}{'agree':>8}{'acc':>8}")

@@ -30,6 +30,21 @@ def test_it_follows_the_cpu_check_on_any_cpu(backbone, monkeypatch, amx):
     assert next(backbone.model.parameters()).dtype == backbone.dtype
 
 
+@pytest.mark.parametrize(("flags", "native"), [
+    (["avx2"], False),  # AVX2-only (e.g. AMD EPYC Zen 2/3): oneDNN would emulate bf16
+    (["avx2", "avx512f"], False),
+    (["avx2", "avx512f", "avx512_bf16"], True),  # e.g. AMD EPYC Zen 4
+])
+def test_it_counts_avx512_bf16_as_native_and_plain_avx_as_not(monkeypatch, flags, native):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert fast_cpu_bf16(flags) is native
+
+
+def test_it_never_calls_bfloat16_native_where_onednn_cannot_run_it(monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert fast_cpu_bf16(["avx512_bf16", "amx_bf16"]) is False
+
+
 def test_it_keeps_bfloat16_features_close_to_float32(tiny_model_dir, backbone):
     texts = sample_texts(12)
     spec = TrunkSpec.of(pooled=[0, 4], tokens=[2])

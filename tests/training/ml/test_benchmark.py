@@ -59,6 +59,7 @@ def check_report(report: dict, domains: list[str]) -> None:
     assert set(report["timings_s"]) >= {
         "features", "train_experts", "train_baseline", "train_router", "evaluate", "total"
     }
+    assert report["encoding"]["backend"] in ("torch-float32", "onnx-float32")
 
 
 def test_it_writes_a_complete_report_from_the_command(tiny_data, tmp_path):
@@ -67,7 +68,8 @@ def test_it_writes_a_complete_report_from_the_command(tiny_data, tmp_path):
     call_command(
         "moe_benchmark", "--data-dir", str(data), "--eval-dir", str(evals), "--out", str(out),
         "--max-train-per-domain", "100", "--expert-epochs", "2", "--device", "cpu",
-        "--cache-dir", str(tmp_path / "cache"), stdout=open(os.devnull, "w"),
+        "--cache-dir", str(tmp_path / "cache"), "--save-dir", str(tmp_path / "saved"),
+        stdout=open(os.devnull, "w"),
     )
     report = json.loads(out.read_text())
     domains = sorted(p.name for p in data.iterdir())
@@ -75,6 +77,35 @@ def test_it_writes_a_complete_report_from_the_command(tiny_data, tmp_path):
     assert report["eval_split"] == "test"
     assert all(row["n_eval"] == 20 for row in report["domains"].values())
     assert "| **summary** |" in markdown_table(report)
+    # a cold cache: every text encoded, on the workers' default backend, against the plain forward
+    enc = report["encoding"]
+    assert enc["texts"] == report["environment"]["texts_encoded"] > 0
+    assert enc["texts_per_s"] > 0 and enc["reference_texts_per_s"] > 0
+    assert enc["ratio"] == pytest.approx(enc["texts_per_s"] / enc["reference_texts_per_s"])
+    assert "encode_reference" in report["timings_s"]
+    _check_predict_benchmark(tmp_path / "saved" / "gating.safetensors", evals / "news", tmp_path)
+
+
+def _check_predict_benchmark(bundle: Path, folder: Path, tmp_path: Path) -> None:
+    """predict_benchmark on the benchmark's own bundle writes the issue's JSON shape."""
+    out = tmp_path / "predict.json"
+    call_command("predict_benchmark", "--texts", str(folder / "test.jsonl"), "--labels",
+                 "--batch", "8", "--chunk", "4", "--limit", "16", "--bundle", str(bundle),
+                 "--backends", "torch-float32", "onnx-float32", "--json", str(out),
+                 stdout=open(os.devnull, "w"))
+    result = json.loads(out.read_text())
+    assert set(result) >= {"cpu", "batch", "chunk", "n_texts", "reference", "backends",
+                           "serving_backend"}
+    assert (result["batch"], result["chunk"], result["n_texts"]) == (8, 4, 16)
+    assert set(result["cpu"]) == {"model", "flags"}
+    assert set(result["reference"]) >= {"texts_per_s", "p50_ms", "p95_ms", "accuracy"}
+    assert set(result["backends"]) == {"torch-float32", "onnx-float32"}
+    for row in result["backends"].values():
+        assert row["ratio"] == pytest.approx(
+            row["texts_per_s"] / result["reference"]["texts_per_s"])
+        assert 0.0 <= row["agreement"] <= 1.0 and 0.0 <= row["accuracy"] <= 1.0
+        assert row["p50_ms"] <= row["p95_ms"]
+    assert result["serving_backend"] in {"torch-float32", "onnx-float32"}
 
 
 def test_it_scores_on_dev_when_no_test_files_are_given(tiny_data, tmp_path):

@@ -30,9 +30,15 @@ class Command(BaseCommand):
             help="backbone layers whose pooled states the router reads (default: the experts' "
             "split layer and 0, the embedding layer, as the platform's gating training)",
         )
+        parser.add_argument("--router-mlp-hidden", type=int, default=0,
+                            help="hidden width of an MLP router (default 0: linear)")
         parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--cache-dir", default="var/feature-cache")
+        parser.add_argument(
+            "--encode-backend", choices=["auto", "torch-float32", "onnx-float32"],
+            default="auto", help="backbone forward for the features (default auto: ONNX Runtime "
+            "float32 on CPU, as the platform's workers)")
         parser.add_argument(
             "--scenario", choices=["default", "marketplace"], default="default",
             help="marketplace: K contributors per domain (Dirichlet label-skewed shards), a "
@@ -52,8 +58,9 @@ class Command(BaseCommand):
             router_max_per_domain=opts["router_max_per_domain"],
             split_layer=opts["split_layer"], expert_epochs=opts["expert_epochs"],
             router_layers=tuple(opts["router_layers"]) if opts["router_layers"] else None,
+            router_mlp_hidden=opts["router_mlp_hidden"],
             device=opts["device"], seed=opts["seed"], cache_dir=opts["cache_dir"],
-            save_dir=opts["save_dir"],
+            save_dir=opts["save_dir"], encode_backend=opts["encode_backend"],
         )
         out = Path(opts["out"])
         if opts["scenario"] == "marketplace":
