@@ -18,6 +18,29 @@ from tests.helpers import (
     make_expert,
 )
 
+# MOECOLLAB_TESTS=backends keeps only the tests that touch the database, the broker or a worker
+# (CI's second pass, on the embedded SQLite + filesystem broker, after a full pass on
+# PostgreSQL + Redis): what the backend changes. Anything else ran in the first pass.
+_BACKEND_FIXTURES = {"db", "transactional_db", "django_db_setup", "live_server",
+                     "celery_worker_process", "worker_env"}
+
+
+def touches_backends(item) -> bool:
+    """A test whose result can depend on the database or broker in use."""
+    return (bool(_BACKEND_FIXTURES & set(getattr(item, "fixturenames", ())))
+            or any(item.get_closest_marker(m) for m in ("django_db", "worker", "backends")))
+
+
+def pytest_collection_modifyitems(config, items):
+    scope = os.environ.get("MOECOLLAB_TESTS", "all")
+    if scope not in ("all", "backends"):
+        raise pytest.UsageError(f"MOECOLLAB_TESTS must be all or backends, got {scope!r}")
+    if scope == "all":
+        return
+    kept = [item for item in items if touches_backends(item)]
+    config.hook.pytest_deselected(items=[item for item in items if not touches_backends(item)])
+    items[:] = kept
+
 
 def pytest_sessionfinish(session, exitstatus):
     """Remove this run's private broker folder (see settings.test)."""
