@@ -6,7 +6,6 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, permissions, status
-from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,6 +21,7 @@ from experts.serializers import (
     NotificationPageSerializer,
     NotificationSerializer,
     PlatformSerializer,
+    RequestCreateSerializer,
     RequestSerializer,
     ReviewSerializer,
     SplitUploadSerializer,
@@ -29,7 +29,13 @@ from experts.serializers import (
     VersionSerializer,
     VersionUploadSerializer,
 )
-from moecollab_site.api import PageNumberPagination, error_responses
+from moecollab_site.api import (
+    PageNumberPagination,
+    StrictQueryParams,
+    error_responses,
+    refuse_unknown_fields,
+    validated_body,
+)
 from moecollab_site.errors import DomainError, forbidden
 
 READ_OR_AUTH = [permissions.IsAuthenticatedOrReadOnly]
@@ -38,21 +44,7 @@ UPLOAD_PARSERS = [MultiPartParser, FormParser]
 READ = error_responses(401, 404)
 
 
-def _valid(serializer_class, request, **kwargs):
-    """The validated body; a read-only field sent anyway (a request's status, its answers) is
-    refused by name, as the schema says, instead of silently ignored."""
-    s = serializer_class(data=request.data, **kwargs)
-    if hasattr(request.data, "keys"):
-        sent = sorted(name for name, field in s.fields.items()
-                      if field.read_only and name in request.data)
-        if sent:
-            raise ValidationError({name: ["read-only: set by the platform, not by a request"]
-                                   for name in sent})
-    s.is_valid(raise_exception=True)
-    return s.validated_data
-
-
-class DomainListCreate(generics.ListAPIView):
+class DomainListCreate(StrictQueryParams, generics.ListAPIView):
     serializer_class = DomainSerializer
     pagination_class = PageNumberPagination
     permission_classes = READ_OR_AUTH
@@ -61,24 +53,24 @@ class DomainListCreate(generics.ListAPIView):
     def get_queryset(self):
         return selectors.domain_list()
 
-    @extend_schema(responses={200: DomainSerializer(many=True), **READ})
+    @extend_schema(summary="List domains", responses={200: DomainSerializer(many=True), **READ})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=DomainCreateSerializer,
+    @extend_schema(summary="Create a domain", request=DomainCreateSerializer,
                    responses={201: DomainSerializer, **error_responses(400, 401, 403, 409)},
                    description="Create a domain (maintainers); 409 when the name is taken.")
     def post(self, request):
-        data = _valid(DomainCreateSerializer, request)
+        data = validated_body(DomainCreateSerializer, request)
         domain = services.domain_create(user=request.user, **data)
         return Response(DomainSerializer(domain).data, status=status.HTTP_201_CREATED)
 
 
-class DomainDetail(generics.RetrieveAPIView):
+class DomainDetail(StrictQueryParams, generics.RetrieveAPIView):
     serializer_class = DomainSerializer
     lookup_field = "name"
 
-    @extend_schema(responses={200: DomainSerializer, **READ})
+    @extend_schema(summary="Get a domain", responses={200: DomainSerializer, **READ})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -86,32 +78,43 @@ class DomainDetail(generics.RetrieveAPIView):
         return selectors.domain_list()
 
 
-class DomainSplitUpload(APIView):
+class DomainSplitUpload(StrictQueryParams, APIView):
     permission_classes = [permissions.IsAuthenticated]
     parser_classes = UPLOAD_PARSERS
 
-    @extend_schema(request={"multipart/form-data": SplitUploadSerializer},
+    @extend_schema(summary="Upload a domain's data split",
+                   request={"multipart/form-data": SplitUploadSerializer},
                    responses={201: DomainSerializer, **error_responses(400, 401, 403, 404)},
                    description="Upload (or replace) a split of a domain (maintainers).")
     def post(self, request, name: str):
         domain = get_object_or_404(Domain, name=name)
-        data = _valid(SplitUploadSerializer, request)
+        data = validated_body(SplitUploadSerializer, request)
         services.domain_split_upload(user=request.user, domain=domain, kind=data["kind"],
                                      upload=data["file"], is_private=data["is_private"])
         domain.refresh_from_db()
         return Response(DomainSerializer(domain).data, status=status.HTTP_201_CREATED)
 
 
-class ExpertListCreate(generics.ListAPIView):
+class ExpertListCreate(StrictQueryParams, generics.ListAPIView):
     serializer_class = ExpertSerializer
     pagination_class = PageNumberPagination
     permission_classes = READ_OR_AUTH
 
-    @extend_schema(parameters=[
-        OpenApiParameter("domain", str), OpenApiParameter("kind", str),
-        OpenApiParameter("status", str), OpenApiParameter("contributor", str),
+    query_params = (
+        OpenApiParameter("domain", str, description="only experts of this domain (its name)"),
+        OpenApiParameter("kind", str, description="only experts of this kind"),
+        OpenApiParameter("status", str, description="only experts with a version in this "
+                                                    "status"),
+        OpenApiParameter("owner", str, description="only experts of this user (the `owner` "
+                                                   "of each expert in the answer)"),
         OpenApiParameter("q", str, description="text search in name, description, domain"),
-    ], responses={200: ExpertSerializer(many=True), **READ})
+    )
+    # One name for the owner, the one the answers use; the old name says so instead of being
+    # dropped.
+    renamed_query_params = {"contributor": "owner"}
+
+    @extend_schema(summary="List experts", parameters=list(query_params),
+                   responses={200: ExpertSerializer(many=True), **READ})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -119,47 +122,49 @@ class ExpertListCreate(generics.ListAPIView):
         p = self.request.query_params
         return selectors.expert_list(user=self.request.user, domain=p.get("domain"),
                                      kind=p.get("kind"), status=p.get("status"),
-                                     contributor=p.get("contributor"), text=p.get("q"))
+                                     contributor=p.get("owner"), text=p.get("q"))
 
-    @extend_schema(request=ExpertSerializer,
+    @extend_schema(summary="Create an expert", request=ExpertSerializer,
                    responses={201: ExpertSerializer, **error_responses(400, 401, 409)},
                    description="Create an expert you own; 409 when you already have one of "
                                "that name.")
     def post(self, request):
-        data = _valid(ExpertSerializer, request)
+        data = validated_body(ExpertSerializer, request)
         expert = services.expert_create(user=request.user, **data)
         return Response(ExpertSerializer(expert).data, status=status.HTTP_201_CREATED)
 
 
-class ExpertDetail(APIView):
+class ExpertDetail(StrictQueryParams, APIView):
     permission_classes = READ_OR_AUTH
 
-    @extend_schema(responses={200: ExpertSerializer, **READ})
+    @extend_schema(summary="Get an expert", responses={200: ExpertSerializer, **READ})
     def get(self, request, pk: int):
         expert = get_object_or_404(selectors.expert_list(user=request.user), pk=pk)
         return Response(ExpertSerializer(expert).data)
 
-    @extend_schema(request=ExpertUpdateSerializer,
+    @extend_schema(summary="Edit an expert's card", request=ExpertUpdateSerializer,
                    responses={200: ExpertSerializer, **error_responses(400, 401, 403, 404)},
                    description="Edit the expert's card (its owner).")
     def patch(self, request, pk: int):
         expert = get_object_or_404(Expert, pk=pk)
-        data = _valid(ExpertUpdateSerializer, request)
+        data = validated_body(ExpertUpdateSerializer, request)
         expert = services.expert_update(user=request.user, expert=expert, **data)
         return Response(ExpertSerializer(expert).data)
 
 
-class VersionListUpload(APIView):
+class VersionListUpload(StrictQueryParams, APIView):
     permission_classes = READ_OR_AUTH
     parser_classes = UPLOAD_PARSERS + [JSONParser]
 
-    @extend_schema(responses={200: VersionSerializer(many=True), **READ})
+    @extend_schema(summary="List an expert's versions",
+                   responses={200: VersionSerializer(many=True), **READ})
     def get(self, request, pk: int):
         expert = get_object_or_404(Expert, pk=pk)
         versions = selectors.versions_visible(user=request.user, expert=expert)
         return Response(VersionSerializer(versions, many=True).data)
 
-    @extend_schema(request={"multipart/form-data": VersionUploadSerializer},
+    @extend_schema(summary="Upload a version",
+                   request={"multipart/form-data": VersionUploadSerializer},
                    responses={201: VersionSerializer,
                               **error_responses(400, 401, 403, 404, 409, 413)},
                    description="Upload an artifact as a new version (the expert's owner): "
@@ -169,7 +174,7 @@ class VersionListUpload(APIView):
                                "413 a file over the limit) and validated by a job.")
     def post(self, request, pk: int):
         expert = get_object_or_404(Expert.objects.select_related("domain"), pk=pk)
-        data = _valid(VersionUploadSerializer, request)
+        data = validated_body(VersionUploadSerializer, request)
         version = services.expert_version_upload(
             user=request.user, expert=expert, manifest=data.get("manifest"),
             weights=data.get("weights"), adapter_config=data.get("adapter_config"),
@@ -178,17 +183,18 @@ class VersionListUpload(APIView):
         return Response(VersionSerializer(version).data, status=status.HTTP_201_CREATED)
 
 
-class ExpertTrain(APIView):
+class ExpertTrain(StrictQueryParams, APIView):
     permission_classes = [permissions.IsAuthenticated]
     parser_classes = UPLOAD_PARSERS
 
-    @extend_schema(request={"multipart/form-data": TrainRequestSerializer},
+    @extend_schema(summary="Train a version on the platform",
+                   request={"multipart/form-data": TrainRequestSerializer},
                    responses={201: VersionSerializer, **error_responses(400, 401, 403, 404)},
                    description="Have the platform train a version on a labeled dataset (the "
                                "expert's owner).")
     def post(self, request, pk: int):
         expert = get_object_or_404(Expert.objects.select_related("domain"), pk=pk)
-        data = _valid(TrainRequestSerializer, request)
+        data = validated_body(TrainRequestSerializer, request)
         version = services.expert_version_train_request(
             user=request.user, expert=expert, dataset=data["dataset"], kind=data["kind"],
             epochs=data.get("epochs"))
@@ -203,31 +209,38 @@ def _version_or_404(request, pk: int, number: int):
     return version
 
 
-class VersionDetail(APIView):
-    @extend_schema(responses={200: VersionSerializer, **READ})
+class VersionDetail(StrictQueryParams, APIView):
+    @extend_schema(summary="Get a version", responses={200: VersionSerializer, **READ})
     def get(self, request, pk: int, number: int):
         return Response(VersionSerializer(_version_or_404(request, pk, number)).data)
 
 
-class VersionReview(APIView):
+class VersionReview(StrictQueryParams, APIView):
     permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(request=ReviewSerializer,
+    @extend_schema(summary="Review or comment on a version", request=ReviewSerializer,
                    responses={200: VersionSerializer, **error_responses(400, 401, 403, 404, 409)},
                    description="Approve, request changes, reject or retire (maintainers), or "
                                "comment (maintainers and the owner); 409 when the version's "
                                "status does not allow the action.")
     def post(self, request, pk: int, number: int):
         version = _version_or_404(request, pk, number)
-        data = _valid(ReviewSerializer, request)
+        data = validated_body(ReviewSerializer, request)
         version = services.expert_version_review(user=request.user, version=version,
                                                  action=data["action"],
                                                  comment=data["comment"])
         return Response(VersionSerializer(version).data)
 
 
-class VersionDownload(APIView):
+class VersionDownload(StrictQueryParams, APIView):
+    query_params = (OpenApiParameter(
+        "file", str, enum=["weights", "manifest", "folder"],
+        description="folder: a zip of the version's folder with its model card (README.md "
+                    "with Hub metadata); a LoRA expert's loads with "
+                    "PeftModel.from_pretrained"),)
+
     @extend_schema(
+        summary="Download a version's files",
         responses={(200, "application/octet-stream"): OpenApiResponse(
                        OpenApiTypes.BINARY, description="weights.safetensors"),
                    (200, "application/json"): OpenApiResponse(
@@ -235,11 +248,7 @@ class VersionDownload(APIView):
                    (200, "application/zip"): OpenApiResponse(
                        OpenApiTypes.BINARY, description="the version's folder (file=folder)"),
                    **error_responses(400, 401, 403, 404)},
-        parameters=[OpenApiParameter(
-            "file", str, enum=["weights", "manifest", "folder"],
-            description="folder: a zip of the version's folder with its model card (README.md "
-                        "with Hub metadata); a LoRA expert's loads with "
-                        "PeftModel.from_pretrained")])
+        parameters=list(query_params))
     def get(self, request, pk: int, number: int):
         version = _version_or_404(request, pk, number)
         services.expert_version_download(user=request.user, version=version)
@@ -256,12 +265,13 @@ class VersionDownload(APIView):
         return FileResponse(field.open("rb"), as_attachment=True, filename=filename)
 
 
-class ReviewQueue(generics.ListAPIView):
+class ReviewQueue(StrictQueryParams, generics.ListAPIView):
     serializer_class = VersionSerializer
     pagination_class = PageNumberPagination
     permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(responses={200: VersionSerializer(many=True), **error_responses(401, 403, 404)})
+    @extend_schema(summary="List versions waiting for review",
+                   responses={200: VersionSerializer(many=True), **error_responses(401, 403, 404)})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -273,33 +283,36 @@ class ReviewQueue(generics.ListAPIView):
         return selectors.review_queue()
 
 
-class RequestListCreate(generics.ListAPIView):
+class RequestListCreate(StrictQueryParams, generics.ListAPIView):
     serializer_class = RequestSerializer
     pagination_class = PageNumberPagination
     permission_classes = READ_OR_AUTH
     parser_classes = UPLOAD_PARSERS + [JSONParser]
 
+    query_params = (OpenApiParameter("status", str, description="open or closed"),)
+
     def get_queryset(self):
         return selectors.request_list(user=self.request.user,
                                       status=self.request.query_params.get("status"))
 
-    @extend_schema(parameters=[OpenApiParameter("status", str, description="open or closed")],
+    @extend_schema(summary="List requests for experts", parameters=list(query_params),
                    responses={200: RequestSerializer(many=True), **READ})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=RequestSerializer,
+    @extend_schema(summary="Ask for an expert", request=RequestCreateSerializer,
                    responses={201: RequestSerializer, **error_responses(400, 401)})
     def post(self, request):
-        data = _valid(RequestSerializer, request)
+        data = validated_body(RequestSerializer, request)
         req = services.request_create(user=request.user, **data)
         return Response(RequestSerializer(req).data, status=status.HTTP_201_CREATED)
 
 
-class RequestDetail(generics.RetrieveAPIView):
+class RequestDetail(StrictQueryParams, generics.RetrieveAPIView):
     serializer_class = RequestSerializer
 
-    @extend_schema(responses={200: RequestSerializer, **READ})
+    @extend_schema(summary="Get a request for an expert",
+                   responses={200: RequestSerializer, **READ})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -307,24 +320,26 @@ class RequestDetail(generics.RetrieveAPIView):
         return selectors.request_list(user=self.request.user)
 
 
-class RequestClose(APIView):
+class RequestClose(StrictQueryParams, APIView):
     permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(request=None,
-                   responses={200: RequestSerializer, **error_responses(401, 403, 404)},
-                   description="Close a request (its author or a maintainer).")
+    @extend_schema(summary="Close a request for an expert", request=None,
+                   responses={200: RequestSerializer, **error_responses(400, 401, 403, 404)},
+                   description="Close a request (its author or a maintainer). Takes no body.")
     def post(self, request, pk: int):
+        refuse_unknown_fields(request.data, None)
         req = services.request_close(user=request.user,
                                      request=get_object_or_404(ExpertRequest, pk=pk))
         req = selectors.request_list(user=request.user).get(pk=req.pk)  # visible answers only
         return Response(RequestSerializer(req).data)
 
 
-class DomainLeaderboard(generics.ListAPIView):
+class DomainLeaderboard(StrictQueryParams, generics.ListAPIView):
     serializer_class = LeaderboardEntrySerializer
     pagination_class = PageNumberPagination
 
-    @extend_schema(responses={200: LeaderboardEntrySerializer(many=True), **READ})
+    @extend_schema(summary="Leaderboard of a domain",
+                   responses={200: LeaderboardEntrySerializer(many=True), **READ})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -333,11 +348,12 @@ class DomainLeaderboard(generics.ListAPIView):
         return selectors.leaderboard_domain(domain=domain)
 
 
-class ContributorLeaderboard(generics.ListAPIView):
+class ContributorLeaderboard(StrictQueryParams, generics.ListAPIView):
     serializer_class = LeaderboardEntrySerializer
     pagination_class = PageNumberPagination
 
-    @extend_schema(responses={200: LeaderboardEntrySerializer(many=True), **READ})
+    @extend_schema(summary="Leaderboard of contributors",
+                   responses={200: LeaderboardEntrySerializer(many=True), **READ})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
@@ -345,7 +361,7 @@ class ContributorLeaderboard(generics.ListAPIView):
         return selectors.leaderboard_contributors()
 
 
-class NotificationList(generics.ListAPIView):
+class NotificationList(StrictQueryParams, generics.ListAPIView):
     serializer_class = NotificationSerializer
     pagination_class = PageNumberPagination
     permission_classes = [permissions.IsAuthenticated]
@@ -353,22 +369,26 @@ class NotificationList(generics.ListAPIView):
     def get_queryset(self):
         return selectors.notifications_for(user=self.request.user)
 
-    @extend_schema(responses={200: NotificationSerializer(many=True), **READ})
+    @extend_schema(summary="List your notifications",
+                   responses={200: NotificationSerializer(many=True), **READ})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
-    @extend_schema(request=None,
-                   responses={200: NotificationPageSerializer, **error_responses(401, 404)})
+    @extend_schema(summary="Mark every notification read", request=None,
+                   responses={200: NotificationPageSerializer, **error_responses(400, 401, 404)},
+                   description="Mark every notification read. Takes no body; answers the first "
+                               "page of notifications.")
     def post(self, request):
-        """Mark every notification read."""
+        refuse_unknown_fields(request.data, None)
         services.notifications_mark_read(user=request.user)
         return self.list(request)
 
 
-class PlatformDetail(APIView):
+class PlatformDetail(StrictQueryParams, APIView):
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(responses={200: PlatformSerializer, **error_responses(401)},
+    @extend_schema(summary="Describe the platform's backbone and limits",
+                   responses={200: PlatformSerializer, **error_responses(401)},
                    description="What an uploaded artifact is checked against: the platform's "
                                "backbone (fingerprint, layers, width, layer config) and the "
                                "size caps. `moecollab inspect` checks against it offline.")

@@ -196,6 +196,15 @@ class RequestSerializer(StrictModelSerializer):
                  "status": v.status} for v in req.answers.all()]
 
 
+class RequestCreateSerializer(RequestSerializer):
+    """The body that asks for an expert, for the schema: only what a client may send, so the
+    request shape is a closed object without the answer's read-only fields."""
+
+    class Meta(RequestSerializer.Meta):
+        fields = ["title", "description", "domain", "target_metric", "dataset"]
+        read_only_fields: list[str] = []
+
+
 class LeaderboardEntrySerializer(serializers.ModelSerializer):
     contributor = serializers.CharField(source="user.username", default=None, allow_null=True)
     version = serializers.SerializerMethodField()

@@ -130,6 +130,10 @@ class PredictRequestSerializer(serializers.Serializer):
                                     validators=[NOT_BLANK]),
         min_length=1, max_length=settings.MOECOLLAB_PREDICT_MAX_TEXTS,
         help_text="texts to classify, none of them blank")
+    top_k = StrictIntegerField(
+        min_value=1, required=False, allow_null=True,
+        help_text="experts each text is sent to, from 1 to the production model's number of "
+                  "experts (400 above it); omitted or null: the model's own top_k")
 
 
 class RoutedExpertSerializer(serializers.Serializer):
@@ -148,5 +152,6 @@ class PredictionSerializer(serializers.Serializer):
 class PredictResponseSerializer(serializers.Serializer):
     gating_version = serializers.IntegerField()
     gating_version_id = serializers.IntegerField()
+    top_k = serializers.IntegerField(help_text="experts each text was sent to")
     predictions = PredictionSerializer(many=True)
     ms = serializers.FloatField()

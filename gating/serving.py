@@ -216,12 +216,35 @@ def check_texts(texts) -> list[str]:
     return texts
 
 
-def predict(texts, *, client: str = "") -> dict:
+def check_top_k(top_k) -> int | None:
+    """A request's top_k (None: the model's own); its upper bound is the loaded model's number
+    of experts, which predict() checks."""
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise DomainError('"top_k" must be a whole number of experts, at least 1 (or leave it '
+                          "out to use the model's own)", code="invalid_top_k")
+    return top_k
+
+
+def predict(texts, *, client: str = "", probabilities: bool = False,
+            top_k: int | None = None) -> dict:
     """Predictions for a list of texts with the production model; `client` (the throttles'
-    client key) decides whose turn it is when several requests wait for the model."""
+    client key) decides whose turn it is when several requests wait for the model;
+    `probabilities` adds each label's probability (the playground shows them); `top_k` sends
+    each text to that many experts instead of the model's own top_k."""
     texts = check_texts(texts)
+    top_k = check_top_k(top_k)
     loaded = current()
     predictor = loaded.predictor
+    route: dict = {}  # no top_k: the model's own, as every call before top_k existed
+    if top_k is not None:
+        n_experts = predictor.model.moe.n_experts
+        if top_k > n_experts:
+            raise DomainError(f'"top_k" is {top_k}, but the production model '
+                              f"(v{loaded.number}) has {n_experts} experts; send between 1 "
+                              f"and {n_experts}", code="invalid_top_k")
+        route = {"top_k": top_k}
     started = time.perf_counter()
     results: list[dict | None] = [None] * len(texts)
     size = predictor.batch_size
@@ -235,11 +258,14 @@ def predict(texts, *, client: str = "") -> dict:
     for start in range(0, len(order), size):
         chunk = order[start:start + size]
         with _state.compute.hold(client):
-            answers = predictor.predict([texts[i] for i in chunk])
+            batch = [texts[i] for i in chunk]
+            answers = (predictor.predict(batch, probabilities=True, **route) if probabilities
+                       else predictor.predict(batch, **route))  # the API's answer as it was
         for i, answer in zip(chunk, answers, strict=True):
             results[i] = answer
     return {"gating_version": loaded.number, "gating_version_id": loaded.version_id,
-            "predictions": results, "ms": round((time.perf_counter() - started) * 1000, 2)}
+            "top_k": top_k or predictor.top_k, "predictions": results,
+            "ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
 def reset() -> None:

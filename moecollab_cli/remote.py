@@ -88,7 +88,7 @@ def _own_expert(session: Session, *, name: str, domain: str, manifest: dict, ui:
                 ) -> tuple[dict, bool]:
     """The caller's expert of that name, created for `domain` if they have none."""
     api = session.api
-    for expert in api.pages("experts/", contributor=session.username, q=name):
+    for expert in api.pages("experts/", owner=session.username, q=name):
         if expert["name"] == name and expert["owner"] == session.username:
             if expert["domain"] != domain:
                 raise CliError(f"your expert {name!r} (#{expert['id']}) is for domain "
@@ -197,7 +197,7 @@ def status(expert: str | None, url: str | None, ui: Output) -> None:
         if not session.username:
             raise CliError("log in with `moecollab login --username NAME` to list your "
                            "experts, or name one: moecollab status EXPERT", code="not_logged_in")
-        experts = list(api.pages("experts/", contributor=session.username))
+        experts = list(api.pages("experts/", owner=session.username))
 
         def human() -> None:
             if not experts:

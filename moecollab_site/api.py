@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiResponse
-from rest_framework import pagination, serializers, status
+from rest_framework import mixins, pagination, serializers, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -134,6 +134,98 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class UnknownParameter(ValidationError):
+    """A query parameter or body field the endpoint does not read: refused, never ignored."""
+
+    default_code = "unknown_parameter"
+
+
+# Read by DRF itself on every view (URL_FORMAT_OVERRIDE): ?format=json picks the renderer.
+ALWAYS_ACCEPTED = ("format",)
+
+
+def _accepts(names) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+class StrictQueryParams:
+    """View mixin: a query parameter the view does not read is a 400 that names it and the
+    accepted ones, instead of a filter silently dropped (?owner= where the view read
+    ?contributor=). The one place this rule lives; every API view uses it.
+
+    `query_params` are the parameters the view's GET reads, as OpenApiParameter objects, so the
+    schema documents exactly these (pass the same tuple to extend_schema(parameters=...));
+    the pager's parameters are accepted on paginated GETs and ?format= everywhere.
+    `renamed_query_params` maps an old name to the one to send instead.
+    """
+
+    query_params: tuple = ()
+    renamed_query_params: dict[str, str] = {}
+
+    def accepted_query_params(self, method: str) -> set[str]:
+        accepted = set(ALWAYS_ACCEPTED)
+        if method in ("GET", "HEAD"):
+            accepted |= {p.name for p in self.query_params}
+            # Detail views inherit DEFAULT_PAGINATION_CLASS too; only lists read a page.
+            pager = getattr(self, "pagination_class", None)
+            if pager is not None and isinstance(self, mixins.ListModelMixin):
+                accepted |= {name for name in (pager.page_query_param,
+                                               pager.page_size_query_param) if name}
+        return accepted
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if getattr(self, request.method.lower(), None) is None:
+            return  # a method the view lacks is DRF's 405, whatever the query says
+        accepted = self.accepted_query_params(request.method)
+        unknown = sorted(set(request.query_params) - accepted)
+        if unknown:
+            raise UnknownParameter({name: [self._unknown_message(name, accepted)]
+                                    for name in unknown})
+
+    def _unknown_message(self, name: str, accepted: set[str]) -> str:
+        if (new := self.renamed_query_params.get(name)) in accepted:
+            return f"this parameter is called {new} now; send ?{new}= instead"
+        return (f"not a query parameter of this {self.request.method} endpoint; "
+                f"it accepts: {_accepts(accepted)}")
+
+
+def refuse_unknown_fields(data, serializer: serializers.Serializer | None) -> None:
+    """A body field the serializer does not declare, or one it declares read-only (set by the
+    platform, not by a request), is a 400 naming it; nested serializers are checked too.
+    `serializer` None: the endpoint takes no body, so any field is unknown."""
+    errors = _field_errors(data, serializer)
+    if errors:
+        raise UnknownParameter(errors)
+
+
+def _field_errors(data, serializer) -> dict:
+    if not hasattr(data, "keys"):
+        return {}  # not an object: the serializer's own validation says so
+    fields = {} if serializer is None else serializer.fields
+    writable = {name for name, field in fields.items() if not field.read_only}
+    errors: dict = {}
+    for name in data.keys():
+        if name in writable:
+            nested = fields[name]
+            if isinstance(nested, serializers.Serializer) and not getattr(nested, "many", False):
+                if sub := _field_errors(data[name], nested):
+                    errors[name] = sub
+        elif name in fields:
+            errors[name] = ["read-only: set by the platform, not by a request"]
+        else:
+            errors[name] = [f"not a field of this request; it accepts: {_accepts(writable)}"]
+    return errors
+
+
+def validated_body(serializer_class, request, **kwargs) -> dict:
+    """The validated body of a request; unknown and read-only fields are refused by name."""
+    serializer = serializer_class(data=request.data, **kwargs)
+    refuse_unknown_fields(request.data, serializer)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
 class PageNumberPagination(pagination.PageNumberPagination):
     """DRF's pages, but `?page=` and `?page=last` are invalid (404): the schema says integer."""
 
@@ -169,4 +261,47 @@ def document_bad_query_strings(result, generator, request, public):
                 operation.setdefault("responses", {}).setdefault("400", error(400))
             if "requestBody" in operation:
                 operation["responses"].setdefault("413", error(413))
+            for parameter in operation.get("parameters", []) if isinstance(operation,
+                                                                           dict) else []:
+                schema = parameter.get("schema", {})
+                if (parameter.get("in") == "query" and schema.get("type") == "string"
+                        and "enum" not in schema and "pattern" not in schema):
+                    schema["pattern"] = NO_NUL_PATTERN  # what RejectNulMiddleware enforces
+    return result
+
+
+# A query string value without NUL characters: the only strings every endpoint accepts.
+NO_NUL_PATTERN = "^[^\\x00]*$"
+
+
+def document_unknown_body_fields(result, generator, request, public):
+    """drf-spectacular hook: request bodies are closed objects (additionalProperties: false),
+    as refuse_unknown_fields enforces, so clients and fuzzers know an extra field is a 400."""
+    components = result.get("components", {}).get("schemas", {})
+    seen: set[str] = set()
+
+    def close(schema: dict) -> None:
+        if not isinstance(schema, dict):
+            return
+        ref = schema.get("$ref", "")
+        if ref.startswith("#/components/schemas/"):
+            name = ref.rsplit("/", 1)[1]
+            if name not in seen and name in components:
+                seen.add(name)
+                close(components[name])
+            return
+        if "properties" in schema and "additionalProperties" not in schema:
+            schema["additionalProperties"] = False
+        for sub in schema.get("properties", {}).values():
+            close(sub)
+        for key in ("allOf", "oneOf", "anyOf"):
+            for sub in schema.get(key, []):
+                close(sub)
+
+    for operations in result.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict):
+                continue
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                close(media.get("schema", {}))
     return result

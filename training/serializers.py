@@ -43,7 +43,7 @@ class SelfCheckParamsSerializer(serializers.Serializer):
 
 
 class JobCreateSerializer(serializers.Serializer):
-    """Only known, typed parameters reach the Job row; unknown keys are dropped, not stored."""
+    """Only known, typed parameters reach the Job row; unknown keys are refused (400)."""
 
     kind = serializers.ChoiceField(choices=JOB_CREATE_KINDS)
     params = SelfCheckParamsSerializer(required=False, default=dict)

@@ -32,6 +32,7 @@ def test_it_uploads_an_expert_waits_for_validation_and_predicts(
 
     version = ExpertVersion.objects.get(expert__name="quickstart-news", expert__owner=owner)
     assert version.status == ExpertVersion.Status.AWAITING_REVIEW
+    assert f"logged in as {owner.username} (contributor)" in out and "note:" not in out
     assert f"created expert #{version.expert_id} 'quickstart-news' for domain news" in out
     assert "validation finished: awaiting_review" in out
     for check in version.checks:

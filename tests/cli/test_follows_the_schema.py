@@ -55,4 +55,4 @@ def test_it_uploads_the_documented_parts(schema):
     files = next(p for p in query["parameters"] if p["name"] == "file")["schema"]["enum"]
     assert {"manifest", "weights"} <= set(files)
     experts = schema["paths"]["/api/v1/experts/"]["get"]["parameters"]
-    assert {"contributor", "q", "page"} <= {p["name"] for p in experts}
+    assert {"owner", "q", "page"} <= {p["name"] for p in experts}

@@ -387,6 +387,6 @@ def test_it_filters_the_expert_list(owner, stranger, news):
         return [e["name"] for e in client.get(f"/api/v1/experts/?{query}").json()["results"]]
 
     assert names("domain=spam") == ["sms-filter"]
-    assert names("contributor=alice") == ["topic-mlp"]
+    assert names("owner=alice") == ["topic-mlp"]
     assert names("q=topics") == ["topic-mlp"]
     assert sorted(names("")) == ["sms-filter", "topic-mlp"]

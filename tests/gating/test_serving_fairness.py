@@ -42,6 +42,7 @@ class _Predictor:
     def __init__(self, batch_size: int):
         self.backbone = _Backbone()
         self.batch_size = batch_size
+        self.top_k = 1  # what the answer reports as the experts per text
         self.calls: list[list[str]] = []
         self.entered = threading.Event()
         self.release = threading.Event()

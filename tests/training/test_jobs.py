@@ -46,7 +46,7 @@ def test_it_records_a_failure_with_its_reason(db, handlers):
     job = make_job()
     assert runner.run_job(job.pk, worker="w1") == Job.Status.FAILED
     job.refresh_from_db()
-    assert job.error.startswith("ValueError: the data folder has no domain.json")
+    assert job.error_summary == "the data folder has no domain.json"  # no class name
     assert "step one" in job.log_tail
     assert job.progress_current == 1 and job.progress_total == 4
 
@@ -186,7 +186,12 @@ def test_it_stores_only_known_typed_job_parameters(db, maintainer, monkeypatch):
     weird = client.post("/api/v1/jobs/",
                         {"kind": "self_check", "params": {"x\u0000": [None], "device": "cpu"}},
                         format="json")
-    assert weird.status_code == 201
+    assert weird.status_code == 400  # an unknown parameter is refused, not dropped
+    assert list(weird.json()["error"]["fields"]["params"]) == ["x\u0000"]
+    assert not Job.objects.exists()
+    known = client.post("/api/v1/jobs/", {"kind": "self_check", "params": {"device": "cpu"}},
+                        format="json")
+    assert known.status_code == 201
     assert Job.objects.get().params == {"device": "cpu"}
     bad = client.post("/api/v1/jobs/", {"kind": "self_check", "params": {"device": "tpu"}},
                       format="json")
