@@ -1,13 +1,14 @@
 """Contribute an expert and use the platform, through the REST API alone.
 
     python examples/api_quickstart.py --url http://127.0.0.1:8000 --domain news \
-        --artifact my-expert/ --text "Stocks fell sharply" --text "A late goal won it"
+        --artifact examples/out/my-expert/ --text "Stocks fell sharply" --text "A late goal won it"
 
 Steps: get an API token, create an expert for a domain, upload an artifact folder
 (manifest.json + weights.safetensors, as `python manage.py train_expert` writes it), wait until
 the platform has validated it and show the checks and metrics, then ask the production model to
 classify a few texts. Only the standard library is used. The username and password come from
---username/--password or MOECOLLAB_USERNAME/MOECOLLAB_PASSWORD.
+--username/--password or MOECOLLAB_USERNAME/MOECOLLAB_PASSWORD: use a contributor's account
+(sign up at /signup/); the script says which role the account has.
 """
 from __future__ import annotations
 
@@ -67,6 +68,17 @@ def call(url: str, *, token: str | None = None, json_body: dict | None = None,
         raise ApiError(f"{request.method} {url} -> {exc.code} {message}") from None
 
 
+def account_role(api: str, token: str) -> str:
+    """'maintainer' or 'contributor': only maintainers may read the review queue."""
+    try:
+        call(f"{api}/review-queue/", token=token)
+    except ApiError as exc:
+        if " -> 403 " in str(exc):
+            return "contributor"
+        raise
+    return "maintainer"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the platform")
@@ -85,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
 
     token = call(f"{api}/auth/token/",
                  json_body={"username": args.username, "password": args.password})["token"]
-    say(f"logged in as {args.username}")
+    role = account_role(api, token)
+    say(f"logged in as {args.username} ({role})")
+    if role == "maintainer":
+        say("note: experts are contributors' work and maintainers review them; upload from a "
+            "contributor account (sign up at /signup/) so someone else reviews it")
 
     name = args.name or f"{args.domain}-quickstart-{uuid.uuid4().hex[:6]}"
     expert = call(f"{api}/experts/", token=token, json_body={

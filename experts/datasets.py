@@ -18,8 +18,21 @@ MAX_TEXT_CHARS = 20_000
 MAX_LINE_BYTES = 256 * 1024
 
 
+MAX_REPORTED_LINES = 20  # a refusal lists this many bad lines, then counts the rest
+
+
 class DatasetError(ValueError):
     """An uploaded dataset was refused; the message says which line and why."""
+
+
+class RowError(DatasetError):
+    """One row is wrong; the parse goes on, so a refusal lists every bad row at once."""
+
+    def __init__(self, number: int, problem: str, *, label: str | None = None):
+        super().__init__(f"line {number}: {problem}")
+        self.number = number
+        self.problem = problem
+        self.label = label  # an unknown label, so the domain's labels are listed once
 
 
 @dataclass
@@ -63,83 +76,121 @@ def _decode(number: int, raw: bytes) -> str:
     try:
         return raw.decode("utf-8").rstrip("\r")
     except UnicodeDecodeError as exc:
-        raise DatasetError(
-            f"line {number}: not valid UTF-8 (byte {exc.start + 1} of the line); "
-            "save the file as UTF-8"
-        ) from None
+        raise RowError(number, f"not valid UTF-8 (byte {exc.start + 1} of the line); "
+                               "save the file as UTF-8") from None
 
 
 def _check_row(number: int, text, label, labels: set[str] | None) -> tuple[str, str]:
     if not isinstance(text, str) or not text.strip():
-        raise DatasetError(f"line {number}: empty or missing text")
+        raise RowError(number, "empty or missing text")
     if len(text) > MAX_TEXT_CHARS:
-        raise DatasetError(f"line {number}: text longer than {MAX_TEXT_CHARS} characters")
+        raise RowError(number, f"text longer than {MAX_TEXT_CHARS} characters")
     if not isinstance(label, str) or not label.strip():
-        raise DatasetError(f"line {number}: empty or missing label")
+        raise RowError(number, "empty or missing label")
     label = label.strip()
     if labels is not None and label not in labels:
-        known = ", ".join(sorted(labels))
-        raise DatasetError(f"line {number}: unknown label {label!r} (this domain has: {known})")
+        raise RowError(number, f"unknown label {label!r}", label=label)
     return text.strip(), label
 
 
+Row = tuple[str, str] | RowError  # a good row, or what is wrong with that line
+
+
 def _jsonl_rows(lines: Iterator[tuple[int, bytes]], labels,
-                skip_blank: bool = False) -> Iterator[tuple[str, str]]:
+                skip_blank: bool = False) -> Iterator[Row]:
     for number, raw in lines:
-        line = _decode(number, raw)
-        if not line.strip():
-            if skip_blank:
-                continue
-            raise DatasetError(f"line {number}: empty row")
         try:
-            record = safe_json.loads(line, what="the row")
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"line {number}: not valid JSON ({exc.msg})") from None
-        except safe_json.JSONRefused as exc:
-            raise DatasetError(f"line {number}: {exc}") from None
-        if not isinstance(record, dict):
-            raise DatasetError(f"line {number}: expected an object with 'text' and 'label'")
-        missing = [c for c in ("text", "label") if c not in record]
-        if missing:
-            raise DatasetError(f"line {number}: missing column {', '.join(map(repr, missing))}")
-        yield _check_row(number, record["text"], record["label"], labels)
+            row = _jsonl_row(number, raw, labels, skip_blank)
+        except RowError as exc:
+            yield exc
+            continue
+        if row is not None:
+            yield row
+
+
+def _jsonl_row(number: int, raw: bytes, labels, skip_blank: bool) -> tuple[str, str] | None:
+    line = _decode(number, raw)
+    if not line.strip():
+        if skip_blank:
+            return None
+        raise RowError(number, "empty row")
+    try:
+        record = safe_json.loads(line, what="the row")
+    except json.JSONDecodeError as exc:
+        raise RowError(number, f"not valid JSON ({exc.msg})") from None
+    except safe_json.JSONRefused as exc:
+        raise RowError(number, str(exc)) from None
+    if not isinstance(record, dict):
+        raise RowError(number, "expected an object with 'text' and 'label'")
+    missing = [c for c in ("text", "label") if c not in record]
+    if missing:
+        raise RowError(number, f"missing column {', '.join(map(repr, missing))}")
+    return _check_row(number, record["text"], record["label"], labels)
 
 
 def _csv_rows(lines: Iterator[tuple[int, bytes]], labels,
-              skip_blank: bool = False) -> Iterator[tuple[str, str]]:
+              skip_blank: bool = False) -> Iterator[Row]:
     header = None
     for number, raw in lines:
-        line = _decode(number, raw)
-        if header is None:
-            header = [h.strip().lower() for h in next(csv.reader([line]))]
+        if header is None:  # a bad header ends the parse: no row can be read without it
+            header = [h.strip().lower() for h in next(csv.reader([_decode(number, raw)]))]
             missing = [c for c in ("text", "label") if c not in header]
             if missing:
                 raise DatasetError(
                     f"line 1: missing column {', '.join(map(repr, missing))} in the CSV header"
                 )
             continue
-        if not line.strip():
-            if skip_blank:
-                continue
-            raise DatasetError(f"line {number}: empty row")
         try:
-            values = next(csv.reader(io.StringIO(line)))
-        except csv.Error as exc:
-            raise DatasetError(f"line {number}: malformed CSV ({exc})") from None
-        if len(values) != len(header):
-            raise DatasetError(
-                f"line {number}: {len(values)} fields, the header has {len(header)} "
-                "(quote texts that contain commas; one row per line)"
-            )
-        record = dict(zip(header, values, strict=True))
-        yield _check_row(number, record["text"], record["label"], labels)
+            row = _csv_row(number, raw, header, labels, skip_blank)
+        except RowError as exc:
+            yield exc
+            continue
+        if row is not None:
+            yield row
+
+
+def _csv_row(number: int, raw: bytes, header: list[str], labels,
+             skip_blank: bool) -> tuple[str, str] | None:
+    line = _decode(number, raw)
+    if not line.strip():
+        if skip_blank:
+            return None
+        raise RowError(number, "empty row")
+    try:
+        values = next(csv.reader(io.StringIO(line)))
+    except csv.Error as exc:
+        raise RowError(number, f"malformed CSV ({exc})") from None
+    if len(values) != len(header):
+        raise RowError(number, f"{len(values)} fields, the header has {len(header)} "
+                               "(quote texts that contain commas; one row per line)")
+    record = dict(zip(header, values, strict=True))
+    return _check_row(number, record["text"], record["label"], labels)
+
+
+def _problems_message(problems: list[RowError], total: int, labels: set[str] | None) -> str:
+    """Every bad line (up to MAX_REPORTED_LINES) in one refusal, lines with the same problem
+    together, so a contributor fixes the file once instead of once per upload."""
+    by_problem: dict[str, list[int]] = {}
+    for p in problems:
+        by_problem.setdefault(p.problem, []).append(p.number)
+    parts = [f"line{'s' if len(ns) > 1 else ''} {', '.join(map(str, ns))}: {problem}"
+             for problem, ns in by_problem.items()]
+    text = "; ".join(parts)
+    if total > len(problems):
+        text += f"; and {total - len(problems)} more bad lines"
+    if total > 1:
+        text = f"{total} lines have problems, fix them all and upload again: {text}"
+    if labels is not None and any(p.label is not None for p in problems):
+        text += f" (this domain has: {', '.join(sorted(labels))})"
+    return text
 
 
 def parse_dataset(
     chunks: Iterable[bytes], *, filename: str, labels: list[str] | None, max_rows: int,
     skip_blank: bool = False,
 ) -> ParsedDataset:
-    """Parse a JSONL (.jsonl/.json) or CSV (.csv) upload; raises DatasetError naming the line.
+    """Parse a JSONL (.jsonl/.json) or CSV (.csv) upload; raises DatasetError naming every bad
+    line (up to MAX_REPORTED_LINES).
 
     Uploads refuse blank lines (a sign of a broken export); local folders may skip them.
     """
@@ -152,10 +203,19 @@ def parse_dataset(
         raise DatasetError(f"{filename!r}: expected a .jsonl or .csv file")
     known = set(labels) if labels is not None else None
     rows: list[tuple[str, str]] = []
+    problems: list[RowError] = []
+    bad = 0
     for row in reader(_lines(chunks), known, skip_blank):
+        if isinstance(row, RowError):
+            bad += 1
+            if len(problems) < MAX_REPORTED_LINES:
+                problems.append(row)
+            continue
         rows.append(row)
         if len(rows) > max_rows:
             raise DatasetError(f"more than {max_rows} rows (the row cap); split the file")
+    if problems:
+        raise DatasetError(_problems_message(problems, bad, known))
     if not rows:
         raise DatasetError(f"{filename!r} holds no rows")
     return ParsedDataset(rows=rows, label_counts=dict(Counter(y for _, y in rows)))

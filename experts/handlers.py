@@ -13,12 +13,13 @@ from django.db import transaction
 
 from experts import selectors, services
 from experts.models import DataSplit, ExpertVersion
+from moecollab_site.errors import DUPLICATE, DomainError
 from training.models import Job
-from training.runner import JobCancelled, JobContext, register
+from training.runner import JobCancelled, JobContext, failure_reason, register
 
 
 @contextlib.contextmanager
-def _version_fails_with_job(version: ExpertVersion, *, what: str):
+def _version_fails_with_job(job: Job, version: ExpertVersion, *, what: str):
     """If the handler dies, the version must not stay 'validating' or 'training'.
 
     A cancel, seen by the runner's stop check (JobCancelled) or inside the ML core
@@ -34,7 +35,7 @@ def _version_fails_with_job(version: ExpertVersion, *, what: str):
             raise JobCancelled(f"cancelled at the user's request ({exc})") from exc
         raise
     except Exception as exc:
-        _mark_invalid(version, f"{type(exc).__name__}: {exc}")
+        _mark_invalid(version, f"{what} failed: {failure_reason(job, exc)}")
         raise
 
 
@@ -82,7 +83,7 @@ def validate_expert(job: Job, ctx: JobContext) -> dict:
     from training.ml.scoring import OUTPUT_CHECK, score_expert
 
     version = _version(job)
-    with _version_fails_with_job(version, what="validation"):
+    with _version_fails_with_job(job, version, what="validation"):
         ctx.progress(0, 3, "checking the artifact")
         backbone = worker_backbone()
         manifest_path, weights_path = selectors.version_artifact_paths(version)
@@ -146,7 +147,7 @@ def train_expert(job: Job, ctx: JobContext) -> dict:
     from training.ml.expert_train import train_expert as train
 
     version = _version(job)
-    with _version_fails_with_job(version, what="training"):
+    with _version_fails_with_job(job, version, what="training"):
         params = version.training_params
         domain = version.expert.domain
         with default_storage.open(params["dataset"], "rb") as fh:
@@ -179,13 +180,49 @@ def train_expert(job: Job, ctx: JobContext) -> dict:
             weights_bytes = (out / ("adapter_model.safetensors" if cfg.kind == "lora"
                                     else "weights.safetensors")).read_bytes()
         sha = hashlib.sha256(weights_bytes).hexdigest()
-        with transaction.atomic():
-            services.version_store(
-                expert=version.expert, manifest=json.loads(manifest_bytes),
-                manifest_bytes=manifest_bytes, weights_bytes=weights_bytes, sha256=sha,
-                request=None, checks=[], user=job.created_by, version=version,
-                source=ExpertVersion.Source.PLATFORM)
-    return {k: v for k, v in trained.metrics.items() if isinstance(v, (int, float))}
+        metrics = {k: v for k, v in trained.metrics.items() if isinstance(v, (int, float))}
+        twin = _twin(sha, version)
+        if twin is None:
+            try:
+                with transaction.atomic():
+                    services.version_store(
+                        expert=version.expert, manifest=json.loads(manifest_bytes),
+                        manifest_bytes=manifest_bytes, weights_bytes=weights_bytes, sha256=sha,
+                        request=None, checks=[], user=job.created_by, version=version,
+                        source=ExpertVersion.Source.PLATFORM)
+            except DomainError as exc:
+                # The same weights were stored between the look-up and the write.
+                twin = _twin(sha, version) if exc.code == DUPLICATE else None
+                if twin is None:
+                    raise
+        if twin is not None:
+            return {**metrics, **_reproduced(job, ctx, version, twin, sha)}
+    return metrics
+
+
+def _twin(sha256: str, version: ExpertVersion) -> ExpertVersion | None:
+    return (ExpertVersion.objects.filter(weights_sha256=sha256).exclude(pk=version.pk)
+            .select_related("expert__owner").first())
+
+
+def _reproduced(job: Job, ctx: JobContext, version: ExpertVersion, twin: ExpertVersion,
+                sha256: str) -> dict:
+    """Training reproduced an existing version bit for bit (training is deterministic, so the
+    same dataset and settings give the same weights): nothing new is stored.
+
+    The job succeeds, pointing at the existing version: the work asked for was done and its
+    result exists; failing would say something went wrong when nothing did. The placeholder
+    version ends cancelled with the reason, since versions are immutable and weights unique.
+    """
+    link = services.version_link(twin) if twin.is_visible_to(job.created_by) else ""
+    reason = (f"training reproduced {twin.label} exactly (identical weights, sha256 "
+              f"{sha256[:12]}…); nothing new was created, so {version.label} is not kept. "
+              f"Use {twin.label}, or train with other data or settings for a different expert")
+    version.mark_cancelled(reason)
+    services.notify(user=version.expert.owner, message=f"{version.label}: {reason}",
+                    link=link or services.version_link(version))
+    ctx.progress(1, 1, f"identical to {twin.label}; nothing new was created", force=True)
+    return {"outcome": reason, "existing_version": twin.label, "existing_version_link": link}
 
 
 @register(Job.Kind.REFRESH_LEADERBOARDS)

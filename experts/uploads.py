@@ -88,8 +88,18 @@ def peft_upload_parts(adapter_config_upload, adapter_model_upload, *, labels, do
         PICKLED_WEIGHTS_NAMES,
         peft_manifest,
     )
-    from experts.ml.safetensors_header import HeaderError, parse_safetensors_header
-    from experts.ml.upload_checks import MAX_MANIFEST_BYTES, ArtifactError, read_capped
+    from experts.ml.safetensors_header import (
+        HeaderError,
+        looks_like_safetensors,
+        parse_safetensors_header,
+    )
+    from experts.ml.upload_checks import (
+        MAX_MANIFEST_BYTES,
+        ArtifactError,
+        looks_like_json,
+        read_capped,
+        swapped_message,
+    )
 
     name = getattr(adapter_model_upload, "name", "") or ""
     if name.rsplit("/", 1)[-1] in PICKLED_WEIGHTS_NAMES or name.endswith((".bin", ".pt")):
@@ -102,10 +112,17 @@ def peft_upload_parts(adapter_config_upload, adapter_model_upload, *, labels, do
         raise UploadRejected("file sizes", str(exc)) from None
     if weights[:2] == b"PK" or weights[:1] == b"\x80":  # a torch.save zip or a raw pickle
         raise UploadRejected("safetensors header", PICKLE_REFUSAL)
+    if looks_like_safetensors(config_bytes) or looks_like_json(weights):
+        raise UploadRejected("manifest json", swapped_message(
+            config_bytes, weights, json_field="adapter_config", json_name=ADAPTER_CONFIG_NAME,
+            weights_field="adapter_model", weights_name="adapter_model.safetensors"))
     try:
         config = safe_json.loads(config_bytes.decode("utf-8"), what=ADAPTER_CONFIG_NAME,
                                  path=ADAPTER_CONFIG_NAME)
-    except (UnicodeDecodeError, json.JSONDecodeError, safe_json.JSONRefused) as exc:
+    except UnicodeDecodeError as exc:
+        raise UploadRejected("manifest json", f"{ADAPTER_CONFIG_NAME} is not valid JSON: byte "
+                             f"{exc.start + 1} is not UTF-8 text") from None
+    except (json.JSONDecodeError, safe_json.JSONRefused) as exc:
         raise UploadRejected("manifest json", f"{ADAPTER_CONFIG_NAME} is not valid JSON: {exc}"
                              ) from None
     try:

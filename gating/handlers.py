@@ -11,7 +11,7 @@ from django.db import transaction
 
 from gating.models import GatingVersion
 from training.models import Job
-from training.runner import JobCancelled, JobContext, register
+from training.runner import JobCancelled, JobContext, failure_reason, register
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,6 @@ def _sources(version: GatingVersion):
 
 def _bundle_dir(version: GatingVersion) -> Path:
     return Path(settings.MEDIA_ROOT) / f"gating/v{version.number}-{version.pk}"
-
-
-def _reason(exc: BaseException) -> str:
-    """What went wrong, for a person: the engine's refusals (ValueErrors) speak for themselves."""
-    return str(exc) if isinstance(exc, ValueError) and str(exc) else f"{type(exc).__name__}: {exc}"
 
 
 def _tell_trainer(version: GatingVersion, message: str) -> None:
@@ -138,9 +133,10 @@ def train_gating(job: Job, ctx: JobContext) -> dict:
                 raise ValueError(f"gating v{version.number} stopped training meanwhile "
                                  f"(it is {version.status}); the bundle is discarded")
     except BaseException as exc:
-        if version.mark_failed(_reason(exc)):
+        reason = failure_reason(job, exc)
+        if version.mark_failed(reason):
             shutil.rmtree(_bundle_dir(version), ignore_errors=True)
-            _tell_trainer(version, f"training failed: {_reason(exc)}")
+            _tell_trainer(version, f"training failed: {reason}")
         raise
     reg = result.metrics["regularized"]
     return {"gating_version": version.pk, "number": version.number,

@@ -11,7 +11,7 @@ from experts.models import DataSplit, ExpertVersion
 from experts.selectors import expert_versions_approved
 from gating import selectors
 from gating.models import GatingMember, GatingVersion, Promotion
-from moecollab_site.errors import DomainError
+from moecollab_site.errors import DomainError, duplicate
 from moecollab_site.roles import require_maintainer
 from training.models import Job
 from training.services import job_create
@@ -116,13 +116,66 @@ def _check_versions(versions: list[ExpertVersion], params: dict) -> None:
                           code="invalid_params")
 
 
+def _effective_params(params: dict, defaults: dict) -> dict:
+    """The settings a training runs with: what was asked, the engine's defaults for the rest."""
+    return {**defaults, **{k: v for k, v in params.items() if k in TRAIN_PARAMS}}
+
+
+def gating_version_identical(*, versions: list[ExpertVersion],
+                             params: dict) -> GatingVersion | None:
+    """A gating version that did, or is doing, exactly this training: the same expert
+    versions, the same settings (defaults filled in, so leaving one out equals sending its
+    default) and the same backbone. Failed ones do not count: trying again is the point.
+
+    Training is deterministic (seeded), so a second identical run would only make a copy.
+    """
+    import dataclasses
+
+    from gating.ml.training import GatingTrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(GatingTrainConfig)
+                if f.name in TRAIN_PARAMS}
+    wanted = _effective_params(params, defaults)
+    ids = {v.pk for v in versions}
+    candidates = (GatingVersion.objects
+                  .filter(backbone_fingerprint=versions[0].backbone_fingerprint,
+                          members__expert_version_id=versions[0].pk)
+                  .exclude(status=GatingVersion.Status.FAILED)
+                  .select_related("train_job").prefetch_related("members").distinct())
+    for candidate in candidates:
+        if candidate.display_status == GatingVersion.Status.FAILED:
+            continue
+        if {m.expert_version_id for m in candidate.members.all()} != ids:
+            continue
+        if _effective_params(candidate.params, defaults) == wanted:
+            return candidate
+    return None
+
+
+def _refuse_identical(versions: list[ExpertVersion], params: dict) -> None:
+    twin = gating_version_identical(versions=versions, params=params)
+    if twin is None:
+        return
+    state = {"training": "still training", "trained": "trained, being evaluated",
+             "evaluated": "trained and evaluated"}.get(twin.display_status, twin.display_status)
+    # 409 "duplicate", as for an expert upload with identical weights: the request conflicts
+    # with what exists, and the message names it.
+    raise duplicate(
+        f"an identical gating model exists: gating v{twin.number} ({state}) combines the same "
+        f"{len(versions)} expert versions with the same settings on the same backbone, so "
+        f"nothing new was started. See it at {twin.link}; to train a different one, change "
+        "the experts or a setting (another seed gives another router)", link=twin.link)
+
+
 def gating_train_start(*, user, expert_version_ids: list[int] | None = None,
                        params: dict | None = None) -> Job:
-    """Create a gating version (status training) and queue its training job, or refuse."""
+    """Create a gating version (status training) and queue its training job, or refuse
+    (an identical one exists: 409 naming it)."""
     require_maintainer(user, "train gating models")
     clean = gating_params_clean(params)
     versions = _pick_versions(expert_version_ids)
     _check_versions(versions, clean)
+    _refuse_identical(versions, clean)
     with transaction.atomic():
         # Two maintainers starting at the same instant collide on the unique number; the
         # second gets an error and retries, which beats locking the table on every start.

@@ -103,6 +103,25 @@ class Job(models.Model):
             return 0.0
         return max(0.0, min(1.0, self.progress_current / self.progress_total))
 
+    @property
+    def progress_percent(self) -> int:
+        return round(self.progress_fraction * 100)
+
+    @property
+    def progress_words(self) -> str:
+        """The progress bar's caption: a stopped bar says why it stopped (static/js/jobs.js
+        writes the same while the page polls)."""
+        step = f" while {self.progress_message}" if self.progress_message else ""
+        if self.status == self.Status.FAILED:
+            return f"Failed at {self.progress_percent} %{step}"
+        if self.status == self.Status.CANCELLED:
+            return f"Cancelled at {self.progress_percent} %{step}"
+        if self.status == self.Status.QUEUED:
+            return "Waiting for a worker"
+        if self.status == self.Status.SUCCEEDED:
+            return "Finished"
+        return f"{self.progress_message}" if self.progress_message else "Running"
+
     @classmethod
     def settles(cls, *kinds: str) -> Callable:
         """Decorator: register the settle function of some job kinds (see SETTLERS)."""
@@ -183,6 +202,96 @@ class Job(models.Model):
         """Tracebacks are for maintainers; everyone else who may see the job gets the reason."""
         full = is_maintainer(user) if maintainer is None else maintainer
         return self.error if full else self.error_summary
+
+    @property
+    def traceback(self) -> str:
+        """The traceback fail() stored after the reason ('' when there is none)."""
+        return self.error.split("\n\n", 1)[1] if "\n\n" in self.error else ""
+
+    @property
+    def advice(self) -> str:
+        """What to do about a failed or cancelled job, in words, for whoever may see it."""
+        if self.status == self.Status.CANCELLED:
+            return ("Nothing more happens for this job. Start the work again from its page if "
+                    "you still need it.")
+        if self.status != self.Status.FAILED:
+            return ""
+        reason = self.error_summary
+        if reason.startswith("worker ") or reason.startswith("the worker process"):
+            return ("The work itself may be fine: the worker running it stopped. Start it "
+                    "again; if it keeps happening, a maintainer should check the workers "
+                    "(/healthz lists them).")
+        if "time limit" in reason:
+            return ("Try it with less work (fewer rows, fewer epochs), or ask a maintainer "
+                    "for a longer limit.")
+        return FAILURE_ADVICE.get(self.kind, "Try again; if it fails the same way, tell a "
+                                             "maintainer, who can read the technical details.")
+
+    @property
+    def outcome(self) -> dict | None:
+        """A finished job's result in words, where its metrics alone would mislead:
+        {"text": ..., "link": ...}. A job can succeed without making anything new (its result
+        existed already) and a validation can run to the end and find the artifact invalid."""
+        m = self.metrics if isinstance(self.metrics, dict) else {}
+        if m.get("outcome"):
+            return {"text": str(m["outcome"]), "link": str(m.get("existing_version_link") or ""),
+                    "link_text": f"Open {m.get('existing_version') or 'the existing version'}"}
+        if m.get("valid") is False:
+            check = m.get("failed_check") or "a check"
+            return {"text": f"The artifact failed the check “{check}”: {m.get('reason', '')}. "
+                            "Nothing is wrong with the job; fix the artifact and upload it as "
+                            "a new version.", "link": "", "link_text": ""}
+        return None
+
+    def metric_rows(self) -> list[tuple[str, str]]:
+        """The metrics as (name, value) rows for a table; nested objects as dotted names."""
+        rows: list[tuple[str, str]] = []
+        hidden = {"outcome", "existing_version", "existing_version_link"}  # said by outcome
+
+        def walk(prefix: str, value) -> None:
+            if isinstance(value, dict) and value:
+                for key, child in value.items():
+                    if not prefix and key in hidden:
+                        continue
+                    walk(f"{prefix}.{key}" if prefix else str(key), child)
+            else:
+                rows.append((prefix, format_metric(value)))
+
+        if isinstance(self.metrics, dict) and self.metrics:
+            walk("", self.metrics)
+        return rows
+
+
+# What to do after a failure, per kind; the reason says what failed.
+FAILURE_ADVICE = {
+    Job.Kind.VALIDATE_EXPERT:
+        "Fix what the reason names in the artifact and upload it as a new version of the "
+        "expert. The command “moecollab inspect FOLDER” runs the same checks on your machine "
+        "before you upload.",
+    Job.Kind.TRAIN_EXPERT:
+        "Fix what the reason names (the dataset or the settings) and start the training again "
+        "from the expert's page.",
+    Job.Kind.TRAIN_GATING:
+        "Change what the reason names (the experts chosen or a setting) and start the training "
+        "again from the gating page.",
+    Job.Kind.EVALUATE:
+        "The gating version stays trained (its router is kept) but has no report, so it cannot "
+        "be promoted. Once the reason is dealt with, train again from the gating page.",
+}
+
+
+def format_metric(value) -> str:
+    """A metric value for a table cell: floats to 4 significant digits, lists joined."""
+    if value is None or value == {} or value == []:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(format_metric(v) for v in value[:20]) + (" …" if len(value) > 20
+                                                                 else "")
+    return str(value)
 
 
 class WorkerHeartbeat(models.Model):

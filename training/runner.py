@@ -7,9 +7,11 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DatabaseError
 from django.utils import timezone
 
+from moecollab_site.errors import reason_of
 from training.models import Job
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,20 @@ class JobContext:
             raise JobCancelled("cancelled at the user's request")
 
 
+def failure_reason(job: Job, exc: BaseException) -> str:
+    """Why `job` stopped on `exc`, in words for its starter (handlers record it on their
+    objects too): a cancel and a time limit say so, the rest as moecollab_site.errors.reason_of."""
+    if isinstance(exc, JobCancelled):
+        return str(exc)
+    if isinstance(exc, SoftTimeLimitExceeded):
+        from training.services import TIME_LIMITS
+
+        soft, _ = TIME_LIMITS[Job.Queue(job.queue)]
+        return (f"it ran past the {soft / 3600:g} h time limit of the {job.queue} queue and "
+                "was stopped")
+    return reason_of(exc)
+
+
 def register(kind: str) -> Callable[[Handler], Handler]:
     def wrap(fn: Handler) -> Handler:
         HANDLERS[kind] = fn
@@ -104,9 +120,12 @@ def run_job(job_id: int, *, worker: str, incarnation: str = "") -> str:
         raise  # the row cannot be written; the sweep will end it
     except Exception as exc:  # noqa: BLE001 - any failure is recorded on the job, with its trace
         log.exception("job %s failed", job_id)
-        ctx.log(f"failed: {exc}")
+        # The reason is for whoever started the job: in words, no class name; the traceback
+        # after it is for maintainers.
+        reason = failure_reason(job, exc)
+        ctx.log(f"failed: {reason}")
         ctx.flush()
-        job.fail(f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        job.fail(reason, traceback=traceback.format_exc())
     else:
         ctx.log("finished")
         ctx.flush()

@@ -8,6 +8,7 @@ from __future__ import annotations
 from celery import shared_task
 from celery.signals import task_failure
 
+from moecollab_site.errors import reason_of
 from moecollab_site.worker import incarnation
 from training.runner import run_job
 from training.services import RUN_JOB_TASK, jobs_sweep_stale
@@ -30,5 +31,6 @@ def _job_task_died(sender=None, args=None, exception=None, **kwargs) -> None:
 
     job = Job.objects.filter(pk=args[0]).first() if args else None
     if job is not None:
-        job.fail(f"the worker process running this job died: {type(exception).__name__}: "
-                 f"{exception}")
+        # In words for the job's starter: the class name is no help to them.
+        detail = str(exception).strip() or reason_of(exception)
+        job.fail(f"the worker process running this job died: {detail}")

@@ -27,16 +27,50 @@ def _visible_job(request, pk: int) -> Job:
     return job
 
 
+def _subject(job: Job, user) -> tuple[str, str]:
+    """(label, page) of the object the job works on, when this user may open it."""
+    if "version_id" in job.params:
+        from experts.models import ExpertVersion
+        from experts.services import version_link
+
+        version = ExpertVersion.objects.select_related("expert__owner").filter(
+            pk=job.params["version_id"]).first()
+        if version is not None and version.is_visible_to(user):
+            return f"expert {version.label}", version_link(version)
+    elif "gating_version_id" in job.params:
+        from gating.models import GatingVersion
+
+        gating = GatingVersion.objects.filter(pk=job.params["gating_version_id"]).first()
+        if gating is not None:
+            return f"gating v{gating.number}", gating.link
+    return "", ""
+
+
+def _words(job: Job, user) -> dict:
+    """What the job pages say about a job besides its fields: why it failed and what to do,
+    its outcome, its metrics as rows; the traceback only for maintainers."""
+    return {
+        "reason": job.error_summary,
+        "traceback": job.traceback if is_maintainer(user) else "",
+        "advice": job.advice,
+        "outcome": job.outcome,
+        "metric_rows": job.metric_rows(),
+    }
+
+
 def job_detail_page(request, pk: int):
     job = _visible_job(request, pk)
+    subject, subject_link = _subject(job, request.user)
     return render(request, "training/job_detail.html",
-                  {"job": job, "error": job.error_for(request.user)})
+                  {"job": job, "subject": subject, "subject_link": subject_link,
+                   **_words(job, request.user)})
 
 
 def job_status_json(request, pk: int):
-    """What the detail page polls for its progress bar."""
+    """What the detail page polls for its progress bar and its words."""
     job = _visible_job(request, pk)
-    return JsonResponse(JobSerializer(job, context={"request": request}).data)
+    return JsonResponse({**JobSerializer(job, context={"request": request}).data,
+                         **_words(job, request.user)})
 
 
 @require_POST

@@ -35,21 +35,59 @@ def read_header(read: Callable[[int], bytes], size: int, *, max_header: int) -> 
     """
     if size < 8:
         raise HeaderError(f"truncated file: {size} bytes, too short for the 8-byte header length")
-    (n,) = struct.unpack("<Q", read(8))
+    prefix = read(8)
+    (n,) = struct.unpack("<Q", prefix)
+    first = read(1) if size > 8 else b""
+    # Every safetensors header is a JSON object, so it starts with "{". A length that does not
+    # fit, with no "{" after it, is no length at all: the file is something else (random bytes,
+    # a pickle, a zip, JSON), and "oversized header: 1885690914301680234 bytes" would mislead.
+    if first != b"{" and not 2 <= n <= min(max_header, size - 8):
+        raise HeaderError(not_safetensors(prefix + first))
     if n > max_header:
         raise HeaderError(f"oversized header: {n} bytes declared, the limit is {max_header}")
     if n > size - 8:
-        raise HeaderError(f"oversized header: {n} bytes declared but the file holds {size} bytes")
+        raise HeaderError(f"oversized header: {n} bytes declared but the file holds {size} "
+                          "bytes (a truncated file? upload the whole file)")
+    if n < 2:
+        raise HeaderError(f"safetensors header of {n} bytes declared; the smallest, {{}}, "
+                          "has 2")
     try:
-        header = safe_json.loads(read(n).decode("utf-8"), what="safetensors header",
-                                 path="safetensors header")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise HeaderError(f"safetensors header is not valid JSON: {exc}") from None
+        header = safe_json.loads((first + read(n - 1)).decode("utf-8"),
+                                 what="safetensors header", path="safetensors header")
+    except UnicodeDecodeError as exc:
+        raise HeaderError(f"safetensors header is not valid JSON (byte {exc.start + 9} of the "
+                          "file is not UTF-8 text); the file is damaged, save it again"
+                          ) from None
+    except json.JSONDecodeError as exc:
+        raise HeaderError(f"safetensors header is not valid JSON ({exc.msg} at byte "
+                          f"{exc.pos + 9} of the file); the file is damaged, save it "
+                          "again") from None
     except safe_json.JSONRefused as exc:
         raise HeaderError(str(exc)) from None
     if not isinstance(header, dict):
         raise HeaderError("safetensors header must be a JSON object")
     return header, n
+
+
+def looks_like_safetensors(data: bytes) -> bool:
+    """Whether `data` starts like a safetensors file: a plausible header length, then "{"."""
+    if len(data) < 10:
+        return False
+    (n,) = struct.unpack("<Q", data[:8])
+    return 2 <= n <= len(data) - 8 and data[8:9] == b"{"
+
+
+def not_safetensors(prefix: bytes) -> str:
+    """The refusal of a file that is not safetensors at all, saying what it seems to be."""
+    why = "it does not start with a safetensors header"
+    if prefix[:2] == b"PK":
+        why = "it is a zip archive, as torch.save writes (a PyTorch .pt/.bin checkpoint)"
+    elif prefix[:1] == b"\x80":
+        why = "it is a Python pickle (a PyTorch .pt/.bin checkpoint)"
+    elif prefix.lstrip()[:1] in (b"{", b"["):
+        why = "it holds JSON text (is it the manifest or a config file?)"
+    return (f"this is not a safetensors file: {why}; save the weights with safetensors "
+            "(safetensors.torch.save_file) and upload that file")
 
 
 def header_metadata(data: bytes, *, max_header: int = MAX_HEADER_BYTES) -> dict:

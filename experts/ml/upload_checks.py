@@ -25,7 +25,12 @@ from experts.ml.manifest import (
     expert_config_from_manifest,
     validate_manifest,
 )
-from experts.ml.safetensors_header import HeaderError, TensorInfo, parse_safetensors_header
+from experts.ml.safetensors_header import (
+    HeaderError,
+    TensorInfo,
+    looks_like_safetensors,
+    parse_safetensors_header,
+)
 
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "weights.safetensors"
@@ -152,6 +157,30 @@ def non_finite(data: bytes, info: TensorInfo, *, data_start: int) -> str | None:
     return "NaN" if ((bits & mantissa) != 0)[special].any() else "Inf"
 
 
+def looks_like_json(data: bytes) -> bool:
+    """Whether `data` starts like a JSON object (a manifest or a config), not like weights.
+
+    A safetensors file can start with "{" too: its first byte is the low byte of the header
+    length. Its 9th byte is "{" as well, which is what tells them apart.
+    """
+    return data.lstrip()[:1] == b"{" and not looks_like_safetensors(data)
+
+
+def swapped_message(json_bytes: bytes, weights_bytes: bytes, *, json_field: str = "manifest",
+                    json_name: str = MANIFEST_NAME, weights_field: str = "weights",
+                    weights_name: str = WEIGHTS_NAME) -> str:
+    """The refusal when the JSON file and the weights file seem to have traded places."""
+    if looks_like_safetensors(json_bytes) and looks_like_json(weights_bytes):
+        return (f"these look swapped: the file sent as {json_field} holds safetensors weights "
+                f"and the file sent as {weights_field} holds JSON; send {json_name} as "
+                f"{json_field} and {weights_name} as {weights_field}")
+    if looks_like_safetensors(json_bytes):
+        return (f"the file sent as {json_field} holds safetensors weights, not JSON; send "
+                f"{json_name} as {json_field}")
+    return (f"the file sent as {weights_field} holds JSON (is it {json_name}?), not "
+            f"safetensors weights; send {weights_name} as {weights_field}")
+
+
 class UploadInspection:
     """Runs the upload checks in order, keeping what each one established for the next."""
 
@@ -207,10 +236,15 @@ class UploadInspection:
         return f"manifest {len(self.manifest_bytes)} B, weights {weights_mib:.2f} MiB"
 
     def check_json(self) -> str:
+        if looks_like_safetensors(self.manifest_bytes):
+            raise ArtifactError(swapped_message(self.manifest_bytes, self.weights_bytes))
         try:
             self.manifest = safe_json.loads(self.manifest_bytes.decode("utf-8"), what="manifest",
                                             path="manifest")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except UnicodeDecodeError as exc:
+            raise ArtifactError(f"manifest is not valid UTF-8 JSON: byte {exc.start + 1} is not "
+                                f"UTF-8 text; {MANIFEST_NAME} is a JSON text file") from None
+        except json.JSONDecodeError as exc:
             raise ArtifactError(f"manifest is not valid UTF-8 JSON: {exc}") from None
         except safe_json.JSONRefused as exc:
             raise ArtifactError(str(exc)) from None
@@ -236,6 +270,8 @@ class UploadInspection:
         return f"matches platform backbone {fp[:12]}…"
 
     def check_header(self) -> str:
+        if looks_like_json(self.weights_bytes):
+            raise ArtifactError(swapped_message(self.manifest_bytes, self.weights_bytes))
         try:
             self.infos = parse_safetensors_header(self.weights_bytes, allowed=ALLOWED_DTYPES)
         except HeaderError as exc:

@@ -99,7 +99,8 @@ def test_it_shows_why_a_malformed_upload_was_refused(client, owner, expert, arti
 
     not_safetensors = client.post(url, upload_files(manifest, b"\x80\x02pickle-bytes!" * 4))
     assert not_safetensors.status_code == 400
-    assert "safetensors header: oversized header:" in _body(not_safetensors)
+    assert "safetensors header: this is not a safetensors file: it is a Python pickle" in _body(
+        not_safetensors)
 
     bad = json.loads(manifest)
     bad["domain"] = "news"

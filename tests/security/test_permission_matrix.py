@@ -77,7 +77,9 @@ API_MATRIX = {
     "POST api/v1/jobs/": ((401, 403, 403, 201),
                           lambda w, r, a: ({"kind": "self_check"}, "json")),
     "POST api/v1/jobs/<int:pk>/cancel/": ((401, 403, 403, 200), lambda w, r, a: ({}, "json")),
-    "POST api/v1/gating/": ((401, 403, 403, 201), lambda w, r, a: ({}, "json")),
+    # A seed the world's gating versions were not trained with: an identical request is a 409.
+    "POST api/v1/gating/": ((401, 403, 403, 201), lambda w, r, a: ({"params": {"seed": 7}},
+                                                                   "json")),
     "POST api/v1/gating/<int:pk>/promote/": ((401, 403, 403, 201),
                                              lambda w, r, a: ({}, "json")),
     "POST api/v1/gating/rollback/": ((401, 403, 403, 200), lambda w, r, a: ({}, "json")),
@@ -109,6 +111,9 @@ HTML_MATRIX = {
     "experts/domains/<slug:name>/splits/": (
         (LOGIN, 403, 403, 302), lambda w, r, a: {"kind": "dev",
                                                  "file": _file("d.jsonl", DATASET)}),
+    "experts/domains/<slug:name>/guide/": (
+        (LOGIN, 403, 403, 302), lambda w, r, a: {"examples": "Where is Lima?",
+                                                 "label_help": ""}),
     "experts/requests/new/": ((LOGIN, 302, 302, 302), lambda w, r, a: {"title": "Want spam"}),
     "experts/requests/<int:pk>/close/": ((LOGIN, 302, 403, 302), lambda w, r, a: {}),
     "experts/<int:pk>/edit/": ((LOGIN, 302, 403, 403),
@@ -120,7 +125,7 @@ HTML_MATRIX = {
                                                  "kind": "head"}),
     "experts/<int:pk>/versions/<int:number>/review/": (
         (LOGIN, 403, 404, 302), lambda w, r, a: {"action": "approve"}),
-    "gating/train/": ((403, 403, 403, 302), lambda w, r, a: {}),
+    "gating/train/": ((403, 403, 403, 302), lambda w, r, a: {"seed": "7"}),
     "gating/rollback/": ((403, 403, 403, 302), lambda w, r, a: {}),
     "gating/playground/": ((503, 503, 503, 503), lambda w, r, a: {"texts": "hello"}),
     "gating/<int:pk>/promote/": ((403, 403, 403, 302), lambda w, r, a: {}),
@@ -139,7 +144,7 @@ def _path_values(pattern: str, w: dict) -> dict:
 def _snapshot() -> dict:
     return {
         "users": User.objects.count(),
-        "domains": list(Domain.objects.values_list("name", flat=True)),
+        "domains": list(Domain.objects.values_list("name", "examples", "label_help")),
         "splits": list(DataSplit.objects.values_list("pk", "sha256")),
         "experts": list(Expert.objects.values_list("pk", "description", "license")),
         "versions": list(ExpertVersion.objects.values_list("pk", "status")),

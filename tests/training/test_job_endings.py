@@ -93,7 +93,8 @@ def test_a_time_limit_fails_a_gating_training_and_says_so(gating_job, maintainer
     assert runner.run_job(job.pk, worker="w@host") == Job.Status.FAILED
     version.refresh_from_db()
     assert version.status == GatingVersion.Status.FAILED
-    assert version.error.startswith("training did not finish: SoftTimeLimitExceeded")
+    assert version.error == ("training did not finish: it ran past the 6 h time limit of the "
+                             "gpu queue and was stopped")
     assert Notification.objects.filter(user=maintainer, message__contains="gating v1").exists()
 
 
