@@ -7,14 +7,25 @@ CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test install lint browser
 
+# Each step says what it does first: a first install is minutes of downloads that would
+# otherwise look like a hang. torch, the largest by far, goes first with its own message.
+TORCH_PIN := $(shell awk '/^torch==/ {print $$1}' requirements.txt)
+
 $(STAMP): requirements.txt requirements-dev.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
-	touch $(STAMP)
+	@echo "make install: setting up $(VENV)/ (a first install takes about 5 minutes; later runs skip this)"
+	@test -x $(BIN)/python || { echo "  creating the virtual environment $(VENV)/ with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	@echo "  upgrading pip"
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "  installing $(TORCH_PIN) (CPU build, about 3 minutes on a first install)"
+	@$(BIN)/python -m pip install --quiet "$(TORCH_PIN)"
+	@echo "  installing the other packages of requirements-dev.txt (Django, Celery, transformers, the test tools; about 2 minutes)"
+	@$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $(STAMP)
+	@echo "make install: done"
 
 install: $(STAMP)
 
+# DEBUG stays off (the site's own error pages) unless DEBUG=true is set: DEBUG=true make run
 run: install
 	$(BIN)/python manage.py runplatform
 

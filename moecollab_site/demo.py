@@ -146,7 +146,7 @@ def _capped_folder(src: Path, dest: Path, *, max_train: int) -> Path:
     """src itself when it is small enough, else a deterministic capped copy in dest.
 
     Train keeps max_train rows (stratified); dev and test keep EVAL_ROWS each. A folder with no
-    test.jsonl (like shared/data) gets a test split carved out of its dev rows, disjoint from
+    test.jsonl (only train and dev) gets a test split carved out of its dev rows, disjoint from
     the dev rows kept, so the demo is scored on rows nothing was trained or tuned on.
     """
     from experts.ml.data import subsample
@@ -315,7 +315,7 @@ def _demo_expert(name: str, folder: Path, *, maintainer, step: DemoStep) -> Expe
     user = _contributor(DEMO_CONTRIBUTORS[name])
     expert = Expert.objects.filter(owner=user, domain=domain).first() or services.expert_create(
         user=user, domain=domain, name=f"{name}-head",
-        description=f"Head expert for {name} ({domain.description}), trained on the demo data.",
+        description=f"Head expert for {name}, trained on the demo data. {domain.description}",
         intended_use="Demonstration of the platform.", training_data=f"the {name} train split")
     versions = list(expert.versions.order_by("-number"))
     version = next((v for v in versions if v.status == ExpertVersion.Status.APPROVED), None)
@@ -401,7 +401,7 @@ def demo_prepare(*, maintainer, data_dir: Path | None = None, max_train: int = 1
                  progress: DemoProgress | None = None) -> DemoResult:
     """Build the demo, resume a half-built one, or say why it is already there or skipped.
 
-    data_dir: a folder of domain folders laid out like shared/data (None: the sample set kept
+    data_dir: a folder of domain folders laid out like experts/demo_data (None: the sample set kept
     in experts/demo_data). progress: what reports each step (None: silent).
     """
     version = demo_production()

@@ -9,6 +9,7 @@ from moecollab_site import views
 from moecollab_site.health import healthz
 
 handler404 = "moecollab_site.views.page_not_found"  # JSON under /api/
+handler500 = "moecollab_site.views.server_error"  # JSON under /api/, static page elsewhere
 
 api_v1 = [
     path("auth/token/", views.ObtainTokenView.as_view(), name="api-token"),

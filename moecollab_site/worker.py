@@ -8,8 +8,11 @@ its predecessor's jobs have nobody running them.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
+import sys
 import uuid
 
 from celery import bootsteps
@@ -18,11 +21,29 @@ from celery.signals import worker_init
 log = logging.getLogger(__name__)
 HEARTBEAT_INTERVAL_S = 5.0
 INCARNATION_ENV = "MOECOLLAB_WORKER_INCARNATION"
+# Set by runplatform: the pid of the process whose death must stop this worker.
+PARENT_PID_ENV = "MOECOLLAB_WORKER_PARENT_PID"
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 @worker_init.connect
 def _new_incarnation(**kwargs) -> None:
     os.environ[INCARNATION_ENV] = uuid.uuid4().hex
+
+
+@worker_init.connect
+def _stop_with_parent(**kwargs) -> None:
+    """A worker started by runplatform gets SIGTERM when runplatform dies, even by SIGKILL or
+    os._exit, where its own clean-up cannot run; without this it would live on under PID 1."""
+    parent = os.environ.pop(PARENT_PID_ENV, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        log.warning("cannot ask to be stopped with pid %s: errno %s", parent, ctypes.get_errno())
+        return
+    if os.getppid() != int(parent):  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def incarnation() -> str:

@@ -126,7 +126,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--data-dir", type=Path, default=settings.MOECOLLAB_DATA_DIR,
-                            help="folder of domain folders like shared/data (default: "
+                            help="folder of domain folders like experts/demo_data (default: "
                                  "MOECOLLAB_DATA_DIR, else the bundled sample set)")
         parser.add_argument("--max-train", type=int, default=1500,
                             help="train rows per domain taken from a large data folder")
