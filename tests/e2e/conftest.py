@@ -116,7 +116,8 @@ def visitor(browser, live_server, shots) -> Iterator[Callable[[str], Visitor]]:
                 v.problems.append(f"console error on {page.url}: {msg.text}")
 
         def on_response(response: Response) -> None:
-            if "/static/" in response.url and not response.ok:
+            # 304: the browser revalidated a file it already holds, which is no failure.
+            if "/static/" in response.url and not response.ok and response.status != 304:
                 v.problems.append(f"{response.url}: HTTP {response.status}")
 
         page.on("console", on_console)

@@ -13,15 +13,17 @@ _OVERFLOW_JS = """() => {
   const wide = [];
   for (const el of document.body.querySelectorAll('*')) {
     const r = el.getBoundingClientRect();
-    if (r.width > 0 && r.right > root.clientWidth + 1 && getComputedStyle(el).position !== 'fixed') {
+    const fixed = getComputedStyle(el).position === 'fixed';
+    if (r.width > 0 && r.right > root.clientWidth + 1 && !fixed) {
       // report the outermost offender only, with something to find it by
       if (!wide.some(w => w.el.contains(el))) wide.push({el, right: r.right});
     }
   }
+  const name = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '')
+    + (typeof el.className === 'string' && el.className.trim()
+       ? '.' + el.className.trim().split(/\\s+/).join('.') : '');
   return {scroll: root.scrollWidth, client: root.clientWidth,
-          wide: wide.slice(0, 5).map(w => `${w.el.tagName.toLowerCase()}`
-            + (w.el.id ? '#' + w.el.id : '') + (w.el.className && typeof w.el.className === 'string'
-            ? '.' + w.el.className.trim().split(/\\s+/).join('.') : '') + ` right=${Math.round(w.right)}`)};
+          wide: wide.slice(0, 5).map(w => `${name(w.el)} right=${Math.round(w.right)}`)};
 }"""
 
 _BOXES_JS = """(selector) => Array.from(document.querySelectorAll(selector))

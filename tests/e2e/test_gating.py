@@ -109,7 +109,7 @@ def test_it_trains_promotes_and_serves_a_gating_model(
     maya.snap("gating-promoted")
 
     # The dashboard: every chart is an inline SVG that is drawn with marks and is on screen.
-    charts = page.locator(".charts > svg")
+    charts = page.locator(".charts svg.chart")
     expect(charts.first).to_be_visible()
     assert charts.count() >= 5
     for i in range(charts.count()):

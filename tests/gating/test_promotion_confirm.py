@@ -96,4 +96,4 @@ def test_it_shows_shapley_credit_and_wilson_intervals_on_the_dashboard(client, o
     page = client.get(f"/gating/{version.pk}/").content.decode()
     assert "Shapley credit" in page and "0.4100" in page and "[0.3800, 0.4400]" in page
     assert "exact" in page and "[0.627, 0.842]" in page
-    assert "Load without the regularisers" in page and "0.900" in page
+    assert "Load, no regularisers" in page and "0.900" in page
