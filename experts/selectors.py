@@ -160,3 +160,47 @@ def platform_description() -> dict:
     return {"backbone": platform_backbone(),
             "upload_max_bytes": settings.MOECOLLAB_UPLOAD_MAX_BYTES,
             "manifest_max_bytes": MAX_MANIFEST_BYTES}
+
+
+CHECK_PLACES = {"upload": "on upload", "worker": "in the validation job"}
+
+
+def version_checks(*, version: ExpertVersion) -> list[dict]:
+    """Each check once, though most run twice (the web process on upload, the worker again):
+    it failed if any run failed, and then shows the failing run's message."""
+    merged: dict[str, dict] = {}
+    for check in version.checks or []:
+        name = check.get("name", "")
+        where = CHECK_PLACES.get(check.get("where"), check.get("where") or "on upload")
+        row = merged.setdefault(name, {"name": name, "ok": True, "places": [], "message": ""})
+        if where not in row["places"]:
+            row["places"].append(where)
+        if row["ok"]:  # the first failure's message stays; else the latest run's says most
+            row["message"] = check.get("message", "")
+        if not check.get("ok"):
+            row["ok"] = False
+    for row in merged.values():
+        row["where"] = " and ".join(row["places"])
+    return list(merged.values())
+
+
+def version_production(*, version: ExpertVersion):
+    """The production gating version, and whether this expert version is one of its members."""
+    from experts.leaderboards import production_gating_version
+
+    gating = production_gating_version()
+    member = gating is not None and gating.members.filter(expert_version=version).exists()
+    return gating, member
+
+
+def version_credit(*, version: ExpertVersion) -> dict | None:
+    """This version's Shapley credit (with its interval, leave-one-out beside it) as the
+    contributor board recorded it for the production model; None when it has none."""
+    entries = LeaderboardEntry.objects.filter(board=LeaderboardEntry.Board.CONTRIBUTOR,
+                                              user_id=version.expert.owner_id)
+    for entry in entries:
+        for row in entry.evidence.get("experts") or []:
+            if row.get("version_id") == version.pk and row.get("credit") is not None:
+                return {**row, "method": entry.evidence.get("method"),
+                        "gating_number": entry.evidence.get("gating_number")}
+    return None
