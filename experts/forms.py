@@ -29,10 +29,14 @@ class ExpertFilterForm(forms.Form):
         self.fields["domain"].choices = [("", "any domain"), *((n, n) for n in names)]
 
 
+DESCRIPTION_HELP = ("Markdown: paragraphs, **bold**, *italics*, lists, `code`, tables and "
+                    "links. HTML tags and images are removed when the card is shown.")
+
+
 class ExpertCreateForm(forms.Form):
     domain = forms.ModelChoiceField(queryset=Domain.objects.all(), to_field_name="name")
     name = forms.CharField(max_length=100)
-    description = forms.CharField(required=False, widget=TEXTAREA)
+    description = forms.CharField(required=False, widget=TEXTAREA, help_text=DESCRIPTION_HELP)
     license = forms.CharField(max_length=100, required=False, initial="CC-BY-4.0")
     intended_use = forms.CharField(required=False, widget=TEXTAREA)
     training_data = forms.CharField(required=False, widget=TEXTAREA,
@@ -40,7 +44,7 @@ class ExpertCreateForm(forms.Form):
 
 
 class ExpertEditForm(forms.Form):
-    description = forms.CharField(required=False, widget=TEXTAREA)
+    description = forms.CharField(required=False, widget=TEXTAREA, help_text=DESCRIPTION_HELP)
     license = forms.CharField(max_length=100, required=False)
     intended_use = forms.CharField(required=False, widget=TEXTAREA)
     training_data = forms.CharField(required=False, widget=TEXTAREA)
@@ -118,6 +122,43 @@ class DomainCreateForm(forms.Form):
     def clean_labels(self) -> list[str]:
         raw = self.cleaned_data["labels"].replace(",", "\n")
         return [line.strip() for line in raw.splitlines() if line.strip()]
+
+
+class DomainGuideForm(forms.Form):
+    """A domain's playground examples and plain words for its label codes, one per line."""
+
+    examples = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="One short text per line; the playground offers them to try. Write your own: "
+                  "never paste rows of the private test split.")
+    label_help = forms.CharField(
+        required=False, label="Label help", widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="One line per label, the label, a colon and plain words, e.g. "
+                  "'LOC: location: the answer is a place'.")
+
+    def __init__(self, *args, domain: Domain, **kwargs):
+        kwargs.setdefault("initial", {
+            "examples": "\n".join(domain.examples or []),
+            "label_help": "\n".join(f"{k}: {v}" for k, v in (domain.label_help or {}).items()),
+        })
+        super().__init__(*args, **kwargs)
+
+    def clean_examples(self) -> list[str]:
+        return [line.strip() for line in self.cleaned_data["examples"].splitlines()
+                if line.strip()]
+
+    def clean_label_help(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for n, line in enumerate(self.cleaned_data["label_help"].splitlines(), start=1):
+            if not line.strip():
+                continue
+            label, colon, words = line.partition(":")
+            if not colon or not label.strip() or not words.strip():
+                raise forms.ValidationError(
+                    f"line {n}: write the label, a colon, then plain words, e.g. "
+                    "'LOC: location'")
+            out[label.strip()] = words.strip()
+        return out
 
 
 class SplitUploadForm(forms.Form):

@@ -20,6 +20,11 @@ class Domain(models.Model):
     name = models.SlugField(max_length=64, unique=True)
     description = models.TextField(blank=True)
     labels = models.JSONField(default=list)
+    # Short texts the playground offers to try; written by maintainers, never split rows
+    # (a test split may be private).
+    examples = models.JSONField(default=list, blank=True)
+    # label -> plain words, for label codes a reader cannot guess (TREC's LOC, NUM, ...).
+    label_help = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                    on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)
@@ -29,6 +34,29 @@ class Domain(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def label_explained(self, label: str) -> str:
+        """The plain words for a label, or "" when none were written."""
+        return str(self.label_help.get(label, "")) if isinstance(self.label_help, dict) else ""
+
+    def labels_explained(self) -> list[tuple[str, str]]:
+        """(label, plain words) for each label that has words, in the domain's label order."""
+        return [(label, words) for label in self.labels if (words := self.label_explained(label))]
+
+    def apply_standard_guide(self) -> bool:
+        """Fill empty examples and label help from experts.domain_guides for the standard
+        domains; what a maintainer wrote is kept. True when something was filled."""
+        from experts.domain_guides import standard_guide
+
+        guide = standard_guide(self.name, self.labels)
+        if guide is None:
+            return False
+        fields = [f for f in ("examples", "label_help") if not getattr(self, f)]
+        for f in fields:
+            setattr(self, f, guide[f])
+        if fields:
+            self.save(update_fields=fields)
+        return bool(fields)
 
 
 class DataSplit(models.Model):

@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from experts import selectors
 from experts.datasets import DatasetError, ParsedDataset, parse_dataset
 from experts.models import (
     DataSplit,
@@ -70,6 +71,40 @@ def domain_create(*, user, name: str, description: str = "", labels: list[str]) 
     return Domain.objects.create(name=name, description=description,
                                  labels=_check_labels(labels),
                                  created_by=user if user.is_authenticated else None)
+
+
+MAX_EXAMPLES = 20  # playground examples per domain
+MAX_EXAMPLE_CHARS = 300  # a playground example is one short text, not a document
+MAX_LABEL_HELP_CHARS = 200
+
+
+def domain_guide_update(*, user, domain: Domain, examples: list[str],
+                        label_help: dict[str, str]) -> Domain:
+    """Set a domain's playground examples and the plain words for its labels (maintainers)."""
+    require_maintainer(user, "edit a domain's examples and label help")
+    if len(examples) > MAX_EXAMPLES:
+        raise DomainError(f"{len(examples)} examples; at most {MAX_EXAMPLES} per domain")
+    for n, text in enumerate(examples, start=1):
+        if len(text) > MAX_EXAMPLE_CHARS:
+            raise DomainError(f"example {n} has {len(text)} characters; at most "
+                              f"{MAX_EXAMPLE_CHARS}: keep examples to one short text")
+    private = {text.strip() for split in domain.splits.filter(is_private=True)
+               for text, _ in selectors.domain_rows(domain=domain, kind=split.kind)}
+    leaked = [n for n, text in enumerate(examples, start=1) if text.strip() in private]
+    if leaked:
+        raise DomainError(f"example {leaked[0]} is a row of a private split, which everyone "
+                          "would see in the playground; write an example of your own")
+    unknown = [label for label in label_help if label not in domain.labels]
+    if unknown:
+        raise DomainError(f"label help for {', '.join(unknown)}, which this domain does not "
+                          f"have; its labels are {', '.join(domain.labels)}")
+    for label, words in label_help.items():
+        if len(words) > MAX_LABEL_HELP_CHARS:
+            raise DomainError(f"the help for {label} has {len(words)} characters; at most "
+                              f"{MAX_LABEL_HELP_CHARS}")
+    domain.examples, domain.label_help = list(examples), dict(label_help)
+    domain.save(update_fields=["examples", "label_help"])
+    return domain
 
 
 def _chunks(upload):
@@ -150,6 +185,7 @@ def domain_import_folder(*, path: Path, private_test: bool = True) -> Domain:
         if current is None or current.sha256 != parsed.sha256:
             _split_store(domain=domain, kind=kind, parsed=parsed,
                          private=private_test and kind == DataSplit.Kind.TEST)
+    domain.apply_standard_guide()  # playground examples and label help, for the demo too
     return domain
 
 
@@ -295,6 +331,7 @@ def version_store(*, expert: Expert, manifest: dict, manifest_bytes: bytes,
     except IntegrityError:
         for name in saved:
             default_storage.delete(name)
+        _refuse_duplicate(sha256)  # names the twin that won the race
         raise DomainError("duplicate weights: another upload with identical weights just "
                           "arrived", code="duplicate", status_code=409) from None
     except BaseException:
@@ -424,7 +461,8 @@ def expert_version_folder(*, version: ExpertVersion) -> tuple[str, bytes]:
 
     with version.weights.open("rb") as fh:
         weights = fh.read()
-    files = folder_files(version.manifest, weights, metrics=version.metrics)
+    files = folder_files(version.manifest, weights, metrics=version.metrics,
+                         license=version.expert.license)
     folder = f"{version.expert.name}-v{version.number}".replace("/", "-")
     return f"{folder}.zip", folder_zip(files, folder=folder)
 

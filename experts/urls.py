@@ -14,6 +14,7 @@ urlpatterns = [
     path("domains/new/", views.domain_new, name="experts-domain-new"),
     path("domains/<slug:name>/", views.domain_detail, name="experts-domain"),
     path("domains/<slug:name>/splits/", views.split_upload, name="experts-split-upload"),
+    path("domains/<slug:name>/guide/", views.domain_guide, name="experts-domain-guide"),
     path("domains/<slug:name>/splits/<str:kind>/download/", views.split_download,
          name="experts-split-download"),
     path("requests/", views.request_list, name="experts-requests"),

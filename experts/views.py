@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 from experts import selectors, services
 from experts.forms import (
     DomainCreateForm,
+    DomainGuideForm,
     ExpertCreateForm,
     ExpertEditForm,
     ExpertFilterForm,
@@ -25,6 +26,7 @@ from experts.forms import (
     TrainRequestForm,
     VersionUploadForm,
 )
+from experts.ml.model_card import dev_metrics, model_card, training_provenance
 from experts.models import DataSplit, Domain, Expert, ExpertRequest, ExpertVersion
 from experts.view_helpers import comparison, current_job_id, latest_visible, review_actions
 from moecollab_site.errors import FORBIDDEN, DomainError
@@ -157,10 +159,15 @@ def expert_detail(request, pk: int):
     versions = list(selectors.versions_visible(user=request.user, expert=expert))
     approved = [v for v in versions if v.status == ExpertVersion.Status.APPROVED]
     featured = approved[0] if approved else (versions[0] if versions else None)
+    gating, in_production = (selectors.version_production(version=featured)
+                             if featured else (None, False))
     return render(request, "experts/expert_detail.html", {
         "expert": expert, "versions": versions, "featured": featured,
         "is_owner": expert.owner_id == request.user.pk,
         "downloads": sum(v.download_count for v in versions),
+        "production": gating, "in_production": in_production,
+        "credit": selectors.version_credit(version=featured) if featured else None,
+        "labels": (featured.manifest.get("labels") if featured else None) or expert.domain.labels,
     })
 
 
@@ -260,6 +267,23 @@ def _version_context(request, version: ExpertVersion) -> dict:
         # Whoever may see a version may download it (services.expert_version_download).
         "can_download": bool(version.weights),
         "backbone": version.manifest.get("backbone", {}),
+        **_card_context(request, version),
+    }
+
+
+def _card_context(request, version: ExpertVersion) -> dict:
+    """What the model card adds to a version page: labels, provenance, claimed dev metrics,
+    the checks once each, production membership and credit, and the predict API's address."""
+    gating, in_production = selectors.version_production(version=version)
+    return {
+        "labels": version.manifest.get("labels") or version.expert.domain.labels,
+        "checks": selectors.version_checks(version=version),
+        "provenance": training_provenance(version.manifest),
+        "dev_metrics": dev_metrics(version.manifest),
+        "production": gating,
+        "in_production": in_production,
+        "credit": selectors.version_credit(version=version),
+        "predict_url": request.build_absolute_uri(reverse("api-predict")),
     }
 
 
@@ -299,8 +323,10 @@ def version_review(request, pk: int, number: int):
 def version_download(request, pk: int, number: int):
     version = _version_or_404(request, pk, number)
     which = request.GET.get("file", "weights")
-    if which not in ("weights", "manifest", "folder"):
-        raise Http404("file must be 'weights', 'manifest' or 'folder'")
+    if which not in ("weights", "manifest", "folder", "readme"):
+        raise Http404("file must be 'weights', 'manifest', 'folder' or 'readme'")
+    if which == "readme":
+        return _readme(version)
     try:
         services.expert_version_download(user=request.user, version=version)
     except DomainError as exc:
@@ -313,6 +339,17 @@ def version_download(request, pk: int, number: int):
     filename = f"{version.expert.name}-v{version.number}-" + (
         "weights.safetensors" if which == "weights" else "manifest.json")
     return FileResponse(field.open("rb"), as_attachment=True, filename=filename)
+
+
+def _readme(version: ExpertVersion):
+    """The Hub model card alone (the README.md of ?file=folder), for whoever sees the version.
+    Not counted as a download: reading a card is not taking the weights."""
+    if not version.weights or not version.manifest.get("kind"):
+        raise Http404("this version has no artifact yet, so no model card")
+    body = model_card(version.manifest, metrics=version.metrics, license=version.expert.license)
+    name = f"{version.expert.name}-v{version.number}-README.md".replace("/", "-")
+    return HttpResponse(body.encode(), content_type="text/markdown; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @login_required
@@ -358,6 +395,7 @@ def _domain_context(request, domain: Domain, split_form=None) -> dict:
         "splits": domain.splits.all(),
         "can_see_private": selectors.can_see_private_data(request.user),
         "split_form": split_form or SplitUploadForm(),
+        "guide_form": DomainGuideForm(domain=domain),
         "board": selectors.leaderboard_domain(domain=domain),
         "experts": selectors.expert_list(user=request.user, domain=domain.name)[:PAGE_SIZE],
     }
@@ -389,6 +427,29 @@ def split_upload(request, name: str):
         return _refused(request, exc, "experts/domain_detail.html", context)
     messages.success(request, f"{split.kind} split stored: {split.n_rows} rows"
                               f"{' (private)' if split.is_private else ''}.")
+    return redirect("experts-domain", name=domain.name)
+
+
+@login_required
+@require_POST
+def domain_guide(request, name: str):
+    """Maintainers set the playground examples and the plain words for the labels."""
+    domain = get_object_or_404(Domain, name=name)
+    if not is_maintainer(request.user):
+        return _forbidden(request, "only maintainers can edit a domain's examples and label help")
+    form = DomainGuideForm(request.POST, domain=domain)
+    context = _domain_context(request, domain)
+    context["form"] = context["guide_form"] = form
+    if not form.is_valid():
+        return _invalid(request, "experts/domain_detail.html", context)
+    try:
+        services.domain_guide_update(user=request.user, domain=domain,
+                                     examples=form.cleaned_data["examples"],
+                                     label_help=form.cleaned_data["label_help"])
+    except DomainError as exc:
+        return _refused(request, exc, "experts/domain_detail.html", context)
+    messages.success(request, f"Examples and label help of {domain.name} saved; the playground "
+                              "shows them now.")
     return redirect("experts-domain", name=domain.name)
 
 

@@ -11,8 +11,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from rest_framework.throttling import ScopedRateThrottle
 
+from experts.models import Domain
 from experts.selectors import expert_versions_approved
-from gating import charts, selectors, services, serving
+from gating import dashboard, selectors, services, serving
+from gating.dashboard import dashboard_charts
 from gating.models import GatingVersion
 from moecollab_site.errors import DomainError
 from moecollab_site.roles import is_maintainer
@@ -41,87 +43,13 @@ def index(request):
     return render(request, "gating/index.html", context)
 
 
-def _labels(version: GatingVersion) -> dict[str, str]:
-    return {str(m.expert_version_id): m.expert_version.label for m in version.members_in_order()}
-
-
-def dashboard_charts(version: GatingVersion, previous: GatingVersion | None) -> dict:
-    """Every chart of a version's dashboard, as inline SVG; missing data leaves a chart out."""
-    out: dict = {}
-    report = version.report or {}
-    names = _labels(version)
-    routing = report.get("routing") or {}
-    unreg = (report.get("unregularized") or {}).get("routing") or {}
-    keys = list(names)
-    labels = [names[k] for k in keys]
-    if routing.get("load"):
-        series = {"regularised": [routing["load"].get(k) for k in keys]}
-        if unreg.get("load"):
-            series["unregularised"] = [unreg["load"].get(k) for k in keys]
-        out["load"] = charts.grouped_bars(
-            labels, series, title="Load per expert vs the even share",
-            reference=1 / max(len(keys), 1), reference_label="even share")
-    if routing:
-        metrics = ["normalized_entropy", "utilization", "accuracy"]
-        series = {"regularised": [routing.get(m) for m in metrics]}
-        if unreg:
-            series["unregularised"] = [unreg.get(m) for m in metrics]
-        out["health"] = charts.grouped_bars(
-            ["norm. entropy", "utilisation", "routing accuracy"], series, ymax=1.0,
-            title="Routing health: regularised vs unregularised router")
-    if report.get("domains"):
-        domains = list(report["domains"])
-        series = {f"v{version.number}": [report["domains"][d]["accuracy"] for d in domains]}
-        prev_domains = (previous.report or {}).get("domains") if previous else None
-        if prev_domains:
-            series[f"v{previous.number} (production before)"] = [
-                (prev_domains.get(d) or {}).get("accuracy") for d in domains]
-        out["accuracy"] = charts.grouped_bars(domains, series, ymax=1.0,
-                                              title="Test accuracy per domain")
-    matrix = report.get("routing_matrix")
-    if matrix:
-        rows = list(matrix)
-        out["heatmap"] = charts.heatmap(
-            rows, labels, [[matrix[r].get(k, 0.0) for k in keys] for r in rows],
-            title="Routing: domain × expert")
-    curves = version.training_curves or {}
-    reg = curves.get("regularized") or []
-    if reg:
-        series = {
-            "train loss": [(r["epoch"], r.get("train_total")) for r in reg],
-            "train NLL": [(r["epoch"], r.get("train_nll")) for r in reg],
-            "dev NLL": [(r["epoch"], r.get("dev_nll")) for r in reg],
-        }
-        unreg_curve = curves.get("unregularized") or []
-        if unreg_curve:
-            series["unregularised train loss"] = [(r["epoch"], r.get("train_total"))
-                                                  for r in unreg_curve]
-        out["loss"] = charts.line_chart(series, title="Router training loss")
-        acc = {"dev accuracy": [(r["epoch"], r.get("dev_accuracy")) for r in reg]}
-        if unreg_curve:
-            acc["unregularised dev accuracy"] = [(r["epoch"], r.get("dev_accuracy"))
-                                                 for r in unreg_curve]
-        out["dev_accuracy"] = charts.line_chart(acc, title="Router dev accuracy")
-    return out
-
-
 def detail(request, pk: int):
     version = selectors.gating_version_get(pk=pk)
     if version is None:
         raise Http404("no such gating version")
     previous = selectors.previous_production(version=version)
     report = version.report or {}
-    names = _labels(version)
-    credit = [
-        {"key": k, "label": names.get(k, k), "credit": v,
-         "without": (report.get("accuracy_without") or {}).get(k),
-         "shapley": (report.get("shapley") or {}).get(k),
-         "load_unregularized": (((report.get("unregularized") or {}).get("routing") or {})
-                                .get("load") or {}).get(k),
-         "shapley_ci95": (report.get("shapley_ci95") or {}).get(k),
-         "load": ((report.get("routing") or {}).get("load") or {}).get(k)}
-        for k, v in (report.get("credit") or {}).items()
-    ]
+    names = dashboard.expert_labels(version)
     context = {
         "version": version,
         "members": version.members_in_order(),
@@ -129,7 +57,11 @@ def detail(request, pk: int):
         "is_production": selectors.production_version_id() == version.pk,
         "charts": dashboard_charts(version, previous),
         "report": report,
-        "credit": credit,
+        "groups": dashboard.domain_groups(version),
+        "loads_identical": dashboard.loads_identical(report),
+        "compute_words": dashboard.compute_words(report.get("compute")),
+        "compute_share": dashboard.compute_share(report.get("compute")),
+        "hyperparameters": dashboard.hyperparameters(version),
         "dead": [names.get(k, k) for k in (report.get("routing") or {}).get("dead_experts", [])],
         "comparison": selectors.promotion_comparison(version=version),
     }
@@ -166,6 +98,9 @@ def train(request):
             params=_form_params(request.POST),
         )
     except DomainError as exc:
+        if exc.link:  # an identical gating model exists: show it, saying so
+            messages.info(request, exc.message)
+            return redirect(exc.link)
         messages.error(request, exc.message)
         return redirect("gating-index")
     version = GatingVersion.objects.get(pk=job.params["gating_version_id"])
@@ -218,11 +153,47 @@ def _throttled(request, context: dict, wait: int, message: str):
     return response
 
 
+PLAYGROUND_BARS = 6  # label probabilities shown per text; the rest share one "other" bar
+
+
+def _playground_domains(production: GatingVersion | None) -> list[Domain]:
+    """The domains the production model answers for (all domains before there is one), with
+    the examples and label help their maintainers wrote."""
+    domains = Domain.objects.order_by("name")
+    if production is not None and production.label_space:
+        names = {name.partition(":")[0] for name in production.label_space}
+        domains = domains.filter(name__in=names)
+    return list(domains)
+
+
+def _probability_bars(prediction: dict, domains: dict[str, Domain]) -> list[dict]:
+    """The most likely `domain:label`s of one prediction, most likely first, with plain words
+    for each label and a last bar for what the others add up to."""
+    ranked = sorted(prediction.get("probabilities", {}).items(), key=lambda kv: -kv[1])
+    bars = []
+    for name, p in ranked[:PLAYGROUND_BARS]:
+        domain, _, label = name.partition(":")
+        known = domains.get(domain)
+        words = known.label_explained(label) if known else ""
+        # "location: the answer is a place" -> "location", short enough to sit beside a bar
+        short = words.partition(":")[0].strip() if ":" in words else words
+        bars.append({"domain": domain, "label": label, "p": p, "percent": round(100 * p, 1),
+                     "help": words, "short": short if len(short) <= 24 else ""})
+    rest = sum(p for _, p in ranked[PLAYGROUND_BARS:])
+    if rest >= 0.0005:
+        bars.append({"domain": "", "label": f"{len(ranked) - PLAYGROUND_BARS} other labels",
+                     "p": rest, "percent": round(100 * rest, 1), "help": ""})
+    return bars
+
+
 def playground(request):
-    """Type texts (one per line) and see the production model's answer; no JavaScript needed."""
+    """Type texts (one per line) or pick an example and see the production model's answer,
+    with each label's probability; no JavaScript needed."""
+    production = selectors.production_version()
+    domains = _playground_domains(production)
     context = {"text": "", "result": None, "error": None,
                "max_texts": serving.predict_max_texts(),
-               "production": selectors.production_version()}
+               "production": production, "domains": domains}
     if request.method == "POST":
         text = request.POST.get("texts", "")
         context["text"] = text
@@ -233,8 +204,14 @@ def playground(request):
             serving.check_texts(texts)
             if (wait := PREDICT_WORK.charge(request, predict_work(texts))) is not None:
                 return _throttled(request, context, wait, predict_budget_message().capitalize())
-            context["result"] = serving.predict(texts, client=client_key(request))
-            context["rows"] = list(zip(texts, context["result"]["predictions"], strict=True))
+            context["result"] = serving.predict(texts, client=client_key(request),
+                                                probabilities=True)
+            by_name = {d.name: d for d in domains}
+            context["rows"] = [
+                {"text": t, "p": p, "bars": _probability_bars(p, by_name),
+                 "help": by_name[p["domain"]].label_explained(p["label"])
+                 if p["domain"] in by_name else ""}
+                for t, p in zip(texts, context["result"]["predictions"], strict=True)]
         except DomainError as exc:
             context["error"] = exc.message
             status = exc.status_code
