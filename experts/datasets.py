@@ -108,12 +108,20 @@ def _jsonl_rows(lines: Iterator[tuple[int, bytes]], labels,
             yield row
 
 
-def _jsonl_row(number: int, raw: bytes, labels, skip_blank: bool) -> tuple[str, str] | None:
+def _text_line(number: int, raw: bytes, skip_blank: bool) -> str | None:
+    """The decoded line; None for a blank one that may be skipped, else a blank is an error."""
     line = _decode(number, raw)
     if not line.strip():
         if skip_blank:
             return None
         raise RowError(number, "empty row")
+    return line
+
+
+def _jsonl_row(number: int, raw: bytes, labels, skip_blank: bool) -> tuple[str, str] | None:
+    line = _text_line(number, raw, skip_blank)
+    if line is None:
+        return None
     try:
         record = safe_json.loads(line, what="the row")
     except json.JSONDecodeError as exc:
@@ -151,11 +159,9 @@ def _csv_rows(lines: Iterator[tuple[int, bytes]], labels,
 
 def _csv_row(number: int, raw: bytes, header: list[str], labels,
              skip_blank: bool) -> tuple[str, str] | None:
-    line = _decode(number, raw)
-    if not line.strip():
-        if skip_blank:
-            return None
-        raise RowError(number, "empty row")
+    line = _text_line(number, raw, skip_blank)
+    if line is None:
+        return None
     try:
         values = next(csv.reader(io.StringIO(line)))
     except csv.Error as exc:

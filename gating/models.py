@@ -69,6 +69,12 @@ class GatingVersion(models.Model):
             return self.Status.FAILED
         return self.status
 
+    @property
+    def eval_n(self) -> int | None:
+        """Evaluation rows behind the report's summary accuracy (all domains), if recorded."""
+        counts = (self.report or {}).get("n_eval") or {}
+        return sum(counts.values()) if counts else None
+
     def _move(self, *, allowed_from, **fields) -> bool:
         """One guarded UPDATE; mirrors it on this instance and says whether it applied."""
         moved = GatingVersion.objects.filter(pk=self.pk, status__in=allowed_from).update(

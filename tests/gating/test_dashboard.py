@@ -110,3 +110,17 @@ def test_it_lets_a_maintainer_start_training_from_the_form(client, owner, mainta
     assert "top_k must be an integer in 1..64" not in response.content.decode()
     assert "top_k is 9 but only 2 experts" in response.content.decode()
     assert GatingVersion.objects.count() == 1
+
+
+def test_it_shows_the_n_behind_every_summary_accuracy(client, owner, maintainer):
+    versions = [make_version(make_expert(owner, shared_domain(d))) for d in ("news", "spam")]
+    version = make_evaluated(1, versions, 0.7)
+    Promotion.objects.create(version=version, promoted_by=maintainer)
+    assert version.eval_n == 120  # 60 news + 60 spam rows
+    assert "(n = 120)" in client.get("/gating/").content.decode()
+    assert "n = 120" in client.get(f"/gating/{version.pk}/").content.decode()
+    assert "n = 120 test rows" in client.get("/").content.decode()
+    GatingVersion.objects.filter(pk=version.pk).update(report={"summary": {"accuracy": 0.7}})
+    version.refresh_from_db()
+    assert version.eval_n is None  # an old report without counts shows no made-up n
+    assert "n = " not in client.get("/").content.decode()
