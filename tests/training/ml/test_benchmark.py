@@ -113,8 +113,10 @@ def test_it_scores_on_dev_when_no_test_files_are_given(tiny_data, tmp_path):
     cfg = BenchmarkConfig(
         data_dir=str(data), max_train_per_domain=32, expert_epochs=1, device="cpu",
         cache_dir=str(tmp_path / "cache"), expert_kind="branch", flops_per_domain=2,
+        router_mlp_hidden=16,
     )
     report = run_benchmark(cfg)
     check_report(report, sorted(p.name for p in data.iterdir()))
     assert report["eval_split"] == "dev"
+    assert report["gating_train_config"]["mlp_hidden"] == 16  # the MLP router was trained
     assert report["compute"]["reduction"] > 0.2  # branch experts above the split are skipped
