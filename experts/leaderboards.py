@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from experts.models import Domain, ExpertVersion, LeaderboardEntry
-from gating.ml.stats import intervals_overlap, wilson_interval
+from gating.ml.stats import accuracy_interval, intervals_overlap
 
 
 def production_gating_version():
@@ -29,7 +29,7 @@ def _mark_ties(rows: list[LeaderboardEntry], key: str) -> list[LeaderboardEntry]
 
 
 def _wilson_of(accuracy: float, n) -> list[float] | None:
-    return wilson_interval(round(accuracy * int(n)), int(n)) if n else None
+    return accuracy_interval(accuracy, int(n)) if n else None
 
 
 def _domain_rows(domain: Domain) -> list[LeaderboardEntry]:

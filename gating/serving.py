@@ -259,8 +259,7 @@ def predict(texts, *, client: str = "", probabilities: bool = False,
         chunk = order[start:start + size]
         with _state.compute.hold(client):
             batch = [texts[i] for i in chunk]
-            answers = (predictor.predict(batch, probabilities=True, **route) if probabilities
-                       else predictor.predict(batch, **route))  # the API's answer as it was
+            answers = predictor.predict(batch, probabilities=probabilities, **route)
         for i, answer in zip(chunk, answers, strict=True):
             results[i] = answer
     return {"gating_version": loaded.number, "gating_version_id": loaded.version_id,

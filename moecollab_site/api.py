@@ -243,6 +243,10 @@ class PageNumberPagination(pagination.PageNumberPagination):
         return parameters
 
 
+# A query string value without NUL characters: the only strings every endpoint accepts.
+NO_NUL_PATTERN = "^[^\\x00]*$"
+
+
 def document_bad_query_strings(result, generator, request, public):
     """drf-spectacular hook: any operation can be sent a malformed URL, so each documents 400.
 
@@ -261,17 +265,12 @@ def document_bad_query_strings(result, generator, request, public):
                 operation.setdefault("responses", {}).setdefault("400", error(400))
             if "requestBody" in operation:
                 operation["responses"].setdefault("413", error(413))
-            for parameter in operation.get("parameters", []) if isinstance(operation,
-                                                                           dict) else []:
+            for parameter in operation.get("parameters", []):
                 schema = parameter.get("schema", {})
                 if (parameter.get("in") == "query" and schema.get("type") == "string"
                         and "enum" not in schema and "pattern" not in schema):
                     schema["pattern"] = NO_NUL_PATTERN  # what RejectNulMiddleware enforces
     return result
-
-
-# A query string value without NUL characters: the only strings every endpoint accepts.
-NO_NUL_PATTERN = "^[^\\x00]*$"
 
 
 def document_unknown_body_fields(result, generator, request, public):

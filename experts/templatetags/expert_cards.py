@@ -9,7 +9,7 @@ from django.template.defaultfilters import floatformat
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from gating.ml.stats import wilson_interval
+from gating.ml.stats import accuracy_interval as wilson_of_accuracy
 
 register = template.Library()
 
@@ -47,7 +47,7 @@ def accuracy_interval(value, n) -> list[float] | None:
     n = _count(n)
     if value is None or n is None:
         return None
-    return wilson_interval(round(float(value) * n), n)
+    return wilson_of_accuracy(float(value), n)
 
 
 @register.simple_tag

@@ -25,7 +25,7 @@ from gating.ml.credit import DEFAULT_PERMUTATIONS, EXACT_MAX, moe_shapley
 from gating.ml.flops import moe_compute
 from gating.ml.metrics import balanced_sample, classification_report, routing_report, summarize
 from gating.ml.moe import LabelSpace, MixtureOfExperts
-from gating.ml.stats import wilson_interval
+from gating.ml.stats import accuracy_interval
 
 
 @dataclass
@@ -255,7 +255,7 @@ def with_intervals(per_domain: dict[str, dict], n_eval: dict[str, int]) -> dict:
     for name, row in per_domain.items():
         n = int(n_eval.get(name, 0))
         row["n"] = n
-        row["interval"] = wilson_interval(round(row["accuracy"] * n), n)
+        row["interval"] = accuracy_interval(row["accuracy"], n)
     return per_domain
 
 

@@ -21,6 +21,11 @@ def wilson_interval(successes: int, n: int, *, z: float = Z95) -> list[float] | 
     return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
+def accuracy_interval(accuracy: float, n: int, *, z: float = Z95) -> list[float] | None:
+    """The Wilson interval of an accuracy measured on n rows (successes = round(acc * n))."""
+    return wilson_interval(round(accuracy * n), n, z=z)
+
+
 def paired_difference(a: Sequence[int | bool], b: Sequence[int | bool], *, z: float = Z95
                       ) -> dict:
     """Accuracy of a minus accuracy of b on the same rows, with a paired 95 % interval.

@@ -48,7 +48,7 @@ class _Predictor:
         self.release = threading.Event()
         self.release.set()
 
-    def predict(self, texts):
+    def predict(self, texts, *, probabilities=False, top_k=None):
         self.calls.append(list(texts))
         self.entered.set()
         self.release.wait(10)
