@@ -24,6 +24,8 @@ PARAM_MEANINGS = {
     "max_train_per_domain": "cap on each domain's training rows",
     "compare_unregularized": "also train a router without the regularisers, for comparison",
     "router_layers": "backbone layers whose pooled states the router reads",
+    "router_surface_buckets": "hash buckets of the text's character n-grams and words the router "
+                              "also reads (0 = none)",
     "dev_fraction": "share of training rows held out when a domain has no dev split",
     "device": "where the router was trained",
 }

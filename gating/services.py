@@ -34,6 +34,7 @@ TRAIN_PARAMS: dict[str, tuple[type, float, float]] = {
     "samples_per_domain": (int, 1, 1_000_000),
     "max_train_per_domain": (int, 10, 10_000_000),
     "compare_unregularized": (bool, 0, 1),
+    "router_surface_buckets": (int, 0, 1 << 22),  # 0 = the router reads trunk features only
 }
 
 

@@ -175,7 +175,8 @@ class Backbone:
                 keep_mask = bool(states) or spec.ids
                 yield idx, LayeredBatch(pooled=pooled, hidden=states,
                                         mask=mask if keep_mask else None,
-                                        input_ids=input_ids if spec.ids else None)
+                                        input_ids=input_ids if spec.ids else None,
+                                        ).with_surface([texts[i] for i in idx], spec)
 
     def encode_set(
         self, texts: Sequence[str], spec: TrunkSpec,

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save
 
 from experts.ml.backbone import Backbone
 from experts.ml.common import ProgressFn, atomic_write_bytes
+from experts.ml.surface import SurfaceBag
 from experts.ml.trunk import TrunkSet, TrunkSpec
 
 logger = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ class FeatureCache:
         self, texts: Sequence[str], spec: TrunkSpec, *, on_progress: ProgressFn | None = None
     ) -> TrunkSet:
         """The TrunkSet of `texts` for `spec`, encoding what is missing in one backbone pass."""
-        ids = spec.ids
+        ids, surface = spec.ids, spec.surface
         spec = TrunkSpec.of(pooled=spec.all_pooled, tokens=spec.tokens)
         digests = [text_hash(t) for t in texts]
         missing: dict[bytes, str] = {}
@@ -169,8 +170,9 @@ class FeatureCache:
         return TrunkSet(
             pooled={layer: self._read_pooled(digests, layer) for layer in spec.pooled},
             tokens={layer: self._read_tokens(digests, layer) for layer in spec.tokens},
-            # Token ids are not cached: tokenizing is cheap next to encoding.
+            # Token ids and surface features are not cached: both are cheap next to encoding.
             ids=self.backbone.tokenize(texts) if ids else None,
+            surface=SurfaceBag.of_texts(texts, surface) if surface else None,
         )
 
     def pooled(

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from experts.ml.surface import SurfaceBag
+
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over real tokens, in float32 so fp16/bf16 states do not lose precision in the sum."""
@@ -104,16 +106,19 @@ class TrunkSpec:
     pooled: tuple[int, ...] = ()  # layers whose mean-pooled states are needed, sorted
     tokens: tuple[int, ...] = ()  # layers whose token states are needed, sorted
     ids: bool = False  # token ids and mask (for experts that run the backbone themselves)
+    # hash buckets of the text's surface features (experts.ml.surface) a router reads; 0 = none
+    surface: int = 0
 
     @classmethod
-    def of(cls, *, pooled: Iterable[int] = (), tokens: Iterable[int] = (), ids: bool = False
-           ) -> TrunkSpec:
-        return cls(tuple(sorted(set(pooled))), tuple(sorted(set(tokens))), ids)
+    def of(cls, *, pooled: Iterable[int] = (), tokens: Iterable[int] = (), ids: bool = False,
+           surface: int = 0) -> TrunkSpec:
+        return cls(tuple(sorted(set(pooled))), tuple(sorted(set(tokens))), ids, int(surface))
 
     @classmethod
-    def for_experts(cls, experts: Iterable[nn.Module], *, router_layers: Iterable[int] = ()
-                    ) -> TrunkSpec:
-        """What the experts (at their split layers) and a router (at its layers) read."""
+    def for_experts(cls, experts: Iterable[nn.Module], *, router_layers: Iterable[int] = (),
+                    router_surface: int = 0) -> TrunkSpec:
+        """What the experts (at their split layers) and a router (at its layers and, with
+        `router_surface` buckets, the text's surface features) read."""
         pooled, tokens, ids = set(router_layers), set(), False
         for expert in experts:
             if needs_ids(expert):
@@ -121,7 +126,7 @@ class TrunkSpec:
                 continue
             layer, needs_tokens = expert_tap(expert)
             (tokens if needs_tokens else pooled).add(layer)
-        return cls.of(pooled=pooled, tokens=tokens, ids=ids)
+        return cls.of(pooled=pooled, tokens=tokens, ids=ids, surface=router_surface)
 
     @property
     def depth(self) -> int:
@@ -142,11 +147,18 @@ class LayeredBatch:
     hidden: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> (B, T, H)
     mask: torch.Tensor | None = None  # (B, T), shared by every layer's token states and ids
     input_ids: torch.Tensor | None = None  # (B, T) when the spec asked for ids
+    surface: SurfaceBag | None = None  # the texts' surface features when the spec asked
 
     def __len__(self) -> int:
         if self.input_ids is not None:
             return self.input_ids.shape[0]
         return next(iter(self.pooled.values())).shape[0]
+
+    def with_surface(self, texts: Sequence[str], spec: TrunkSpec) -> LayeredBatch:
+        """This batch with the surface features of its texts attached when `spec` asks."""
+        if spec.surface:
+            self.surface = SurfaceBag.of_texts(texts, spec.surface)
+        return self
 
     def ids_view(self) -> TrunkBatch:
         """What an expert that runs the backbone itself reads: the token ids and their mask."""
@@ -185,10 +197,13 @@ class TrunkSet:
     pooled: dict[int, torch.Tensor]  # layer -> (N, H) float32
     tokens: dict[int, list[torch.Tensor]] = field(default_factory=dict)  # layer -> N x (T_i, H)
     ids: list[list[int]] | None = None  # N token id lists, when the spec asked for ids
+    surface: SurfaceBag | None = None  # the texts' surface features, when the spec asked
 
     def __len__(self) -> int:
         if self.ids is not None:
             return len(self.ids)
+        if self.surface is not None and not self.pooled:
+            return len(self.surface)
         return next(iter(self.pooled.values())).shape[0]
 
     def features(self, layers: Sequence[int]) -> torch.Tensor:
@@ -208,14 +223,16 @@ class TrunkSet:
         """The LayeredBatch of `rows`; token states padded only if held (and wanted)."""
         idx = torch.as_tensor(rows, dtype=torch.long)
         pooled = {k: v.index_select(0, idx).to(device) for k, v in self.pooled.items()}
+        surface = self.surface.rows(idx).to(device) if self.surface is not None else None
         if not tokens or (not self.tokens and self.ids is None):
-            return LayeredBatch(pooled=pooled)
+            return LayeredBatch(pooled=pooled, surface=surface)
         hidden, mask, input_ids = {}, None, None
         for layer, states in self.tokens.items():
             hidden[layer], mask = pad_states([states[i] for i in idx.tolist()], device=device)
         if self.ids is not None:
             input_ids, mask = pad_ids([self.ids[i] for i in idx.tolist()], device=device)
-        return LayeredBatch(pooled=pooled, hidden=hidden, mask=mask, input_ids=input_ids)
+        return LayeredBatch(pooled=pooled, hidden=hidden, mask=mask, input_ids=input_ids,
+                            surface=surface)
 
     def batches(self, batch_size: int, *, device: torch.device | str = "cpu", tokens: bool = True
                 ) -> Iterator[tuple[torch.Tensor, LayeredBatch]]:
@@ -234,7 +251,8 @@ class TrunkSet:
         keep = idx.tolist()
         return TrunkSet(pooled={k: v.index_select(0, idx) for k, v in self.pooled.items()},
                         tokens={k: [v[i] for i in keep] for k, v in self.tokens.items()},
-                        ids=[self.ids[i] for i in keep] if self.ids is not None else None)
+                        ids=[self.ids[i] for i in keep] if self.ids is not None else None,
+                        surface=self.surface.rows(idx) if self.surface is not None else None)
 
     @classmethod
     def concat(cls, sets: Sequence[TrunkSet]) -> TrunkSet:
@@ -242,7 +260,9 @@ class TrunkSet:
         first = sets[0]
         return cls(pooled={k: torch.cat([s.pooled[k] for s in sets]) for k in first.pooled},
                    tokens={k: [t for s in sets for t in s.tokens[k]] for k in first.tokens},
-                   ids=[x for s in sets for x in s.ids] if first.ids is not None else None)
+                   ids=[x for s in sets for x in s.ids] if first.ids is not None else None,
+                   surface=(SurfaceBag.concat([s.surface for s in sets])
+                            if first.surface is not None else None))
 
 
 @torch.no_grad()

@@ -44,9 +44,11 @@ class GatingModel:
 
     @property
     def spec(self) -> TrunkSpec:
-        """The trunk this model reads: each expert's split layer and the router's layers."""
-        return TrunkSpec.for_experts(self.moe.experts,
-                                     router_layers=self.moe.router.config.input_layers)
+        """The trunk this model reads: each expert's split layer, the router's layers and
+        (surface routers) the texts' surface features."""
+        router = self.moe.router.config
+        return TrunkSpec.for_experts(self.moe.experts, router_layers=router.input_layers,
+                                     router_surface=router.surface_buckets)
 
     @property
     def needs_tokens(self) -> bool:

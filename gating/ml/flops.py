@@ -3,6 +3,10 @@
 dense = trunk + router + every expert; routed = trunk + router + the top-k experts each input is
 actually dispatched to. Both are measured by running the real modules on representative inputs,
 so routed FLOPs follow the inputs' real routing, not an assumed even split.
+
+The flop counter does not see an EmbeddingBag, so a router's surface features (one learned
+vector of E logits per hashed n-gram, averaged) are added by hand: E additions per bucket id
+plus E divisions and E additions to the gate's logits, per input (`surface_flops`).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from experts.ml.trunk import TrunkSet
-from gating.ml.moe import expert_view, router_features
+from gating.ml.moe import expert_view, router_features, router_surface
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -21,6 +25,14 @@ def count_flops(fn: Callable[[], object]) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def surface_flops(router, surface) -> int:
+    """FLOPs of the router's surface term on a bag (0 for a router without one)."""
+    if getattr(router, "surface", None) is None or surface is None:
+        return 0
+    n_experts = router.config.n_experts
+    return int(surface.ids.numel()) * n_experts + 2 * len(surface) * n_experts
 
 
 def moe_compute(
@@ -54,12 +66,14 @@ def moe_compute(
     try:
         for i in range(n):
             row = trunks.batch([i], device=device)
-            r = router_features(row, layers)
+            r, bag = router_features(row, layers), router_surface(row)
             if trunk_fn is not None:
                 totals["trunk"] += count_flops(lambda i=i: trunk_fn(i))
-            totals["router"] += count_flops(lambda r=r: moe.router(r))
-            totals["dense"] += count_flops(partial(moe, row, dense=True, router_input=r))
-            totals["routed"] += count_flops(partial(moe, row, top_k=top_k, router_input=r))
+            by_hand = surface_flops(moe.router, bag)
+            totals["router"] += count_flops(lambda r=r, bag=bag: moe.router(r, bag)) + by_hand
+            totals["dense"] += count_flops(partial(moe, row, dense=True, router_input=r)) + by_hand
+            totals["routed"] += count_flops(partial(moe, row, top_k=top_k, router_input=r)
+                                            ) + by_hand
             with torch.no_grad():
                 chosen = moe(row, top_k=top_k, router_input=r).topk_idx[0].tolist()
             for e, expert in enumerate(moe.experts):

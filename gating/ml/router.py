@@ -1,5 +1,10 @@
 """The gating network: pooled trunk features of its input layers -> one logit per expert.
 
+With `surface_buckets` > 0 the router also reads the text as written: a bag of hashed
+character n-grams and words (experts.ml.surface), one learned vector of expert logits per
+bucket, averaged over the text's buckets and added to the logits of the trunk features (a
+fastText-style linear model beside the linear gate, trained jointly with it).
+
 Noisy top-k gating follows Shazeer et al. 2017 ("Outrageously Large Neural Networks: The
 Sparsely-Gated Mixture-of-Experts Layer"): H(x) = x W_g + eps * softplus(x W_noise), eps ~ N(0, 1),
 applied only in training. The softmax runs in float32 and the kept top-k weights are renormalised
@@ -12,6 +17,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from experts.ml.surface import SurfaceBag
 
 
 @dataclass
@@ -26,6 +33,7 @@ class RouterConfig:
     # Backbone layers whose pooled states, side by side, are the router's input; () = it reads
     # the `pooled` of a single-layer TrunkBatch (stand-alone use and tests).
     input_layers: tuple[int, ...] = ()
+    surface_buckets: int = 0  # hash buckets of the surface features it reads; 0 = none
 
     def __post_init__(self) -> None:
         self.input_layers = tuple(int(x) for x in self.input_layers)  # JSON gives a list
@@ -73,6 +81,11 @@ class Router(nn.Module):
             self.body = nn.Identity()
             width = config.hidden_size
         self.gate = nn.Linear(width, config.n_experts)
+        self.surface: nn.EmbeddingBag | None = None
+        if config.surface_buckets > 0:
+            self.surface = nn.EmbeddingBag(config.surface_buckets, config.n_experts, mode="mean",
+                                           include_last_offset=True)
+            nn.init.zeros_(self.surface.weight)  # starts as the trunk-only router
         # Per-input, per-expert noise scale learned as in Shazeer et al. (softplus(x W_noise)).
         self.noise = nn.Linear(width, config.n_experts)
         nn.init.zeros_(self.noise.weight)
@@ -85,10 +98,20 @@ class Router(nn.Module):
         self.input_mean.copy_(features.mean(dim=0))
         self.input_std.copy_(features.std(dim=0).clamp_min(1e-6))
 
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+    def forward(self, pooled: torch.Tensor, surface: SurfaceBag | None = None) -> torch.Tensor:
         x = (pooled.float() - self.input_mean) / self.input_std  # (B, H)
         h = self.body(self.dropout(x))  # (B, W)
         logits = self.gate(h)  # (B, E)
+        if self.surface is not None:
+            if surface is None:
+                raise ValueError("this router reads the texts' surface features and none were "
+                                 f"given (the trunk spec needs surface="
+                                 f"{self.config.surface_buckets})")
+            if surface.buckets != self.config.surface_buckets or len(surface) != len(logits):
+                raise ValueError(f"surface features of {len(surface)} texts in "
+                                 f"{surface.buckets} buckets for a router of "
+                                 f"{self.config.surface_buckets} buckets and {len(logits)} rows")
+            logits = logits + self.surface(surface.ids, surface.offsets)  # (B, E)
         if self.training and self.config.noise_std > 0:
             scale = F.softplus(self.noise(h))  # (B, E)
             logits = logits + torch.randn_like(logits) * scale * self.config.noise_std

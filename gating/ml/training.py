@@ -20,6 +20,7 @@ from experts.ml.artifact import load_expert
 from experts.ml.common import ProgressFn, StopFn, report
 from experts.ml.data import DomainData, Example, subsample
 from experts.ml.features import FeatureCache
+from experts.ml.surface import DEFAULT_BUCKETS
 from experts.ml.trunk import TrunkSet, TrunkSpec, expert_tap
 from gating.ml.bundle import GatingError, GatingModel
 from gating.ml.moe import LabelSpace, MixtureOfExperts
@@ -64,6 +65,9 @@ class GatingTrainConfig:
     # plus the embedding layer (0): its bag-of-tokens cues (SMS spellings, question words)
     # are blurred by the last layer's sentence embedding, and it costs no transformer compute.
     router_layers: tuple[int, ...] | None = None
+    # Hash buckets of the texts' surface features the router also reads (experts.ml.surface:
+    # character n-grams and words as written); 0 = the trunk features only.
+    router_surface_buckets: int = DEFAULT_BUCKETS
     dev_fraction: float = 0.1  # share of train held out when a domain has no dev split
     compare_unregularized: bool = True  # also train lambda_bal = lambda_h = 0 for the report
     device: str = "cpu"  # "cpu", "cuda", "cuda:N"
@@ -75,6 +79,7 @@ class GatingTrainConfig:
             lambda_h=self.lambda_h, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
             patience=self.patience, seed=self.seed, device=self.device,
             samples_per_domain=self.samples_per_domain,
+            surface_buckets=self.router_surface_buckets,
         )
 
     def input_layers(self, experts: Sequence[nn.Module]) -> tuple[int, ...]:
@@ -156,6 +161,7 @@ def router_data(experts: Sequence[nn.Module], keys: Sequence[str], space: LabelS
         features=trunks.features(layers),
         targets=torch.tensor([space.index(d, y) for d in rows for _, y in rows[d]]),
         domains=[d for d in rows for _ in rows[d]], expert_log_probs=log_probs, layers=layers,
+        surface=trunks.surface,
     )
 
 
@@ -179,7 +185,8 @@ def train_gating(
             raise GatingError(f"expert {key} outputs labels {unknown} that domain "
                               f"{e.config.domain!r} does not have")
     layers = cfg.input_layers(experts)
-    spec = TrunkSpec.for_experts(experts, router_layers=layers)
+    spec = TrunkSpec.for_experts(experts, router_layers=layers,
+                                 router_surface=cfg.router_surface_buckets)
     train_rows, dev_rows = router_rows(domains, cfg)
 
     def encoding(done: float, total: float, message: str) -> None:

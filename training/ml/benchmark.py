@@ -67,6 +67,9 @@ class BenchmarkConfig:
     expert_epochs: int | None = None  # None = expert_train's default for the kind
     router_layers: tuple[int, ...] | None = None  # None = the platform's default (see training)
     router_mlp_hidden: int = 0  # hidden width of an MLP router; 0 = linear (the default)
+    # hash buckets of the texts' surface features the router reads; None = the platform's
+    # default (GatingTrainConfig), 0 = trunk features only
+    router_surface_buckets: int | None = None
     # Small matrices (heads, router) run several times faster on one thread than on two when the
     # cores are shared (measured 1.5 s vs 13.9 s per sentiment head epoch); None = leave as is.
     small_model_threads: int | None = 1
@@ -75,6 +78,18 @@ class BenchmarkConfig:
     # Where to keep what was trained (None: nothing is written): experts/<domain>/ artifacts
     # that upload to the platform as they are, and gating.safetensors, a platform bundle.
     save_dir: str | None = None
+
+
+def gating_config(cfg: BenchmarkConfig, device: torch.device) -> GatingTrainConfig:
+    """The platform's gating training settings with the benchmark's router choices."""
+    gating = GatingTrainConfig(
+        top_k=cfg.top_k, seed=cfg.seed, device=str(device),
+        max_train_per_domain=cfg.router_max_per_domain, router_layers=cfg.router_layers,
+        mlp_hidden=cfg.router_mlp_hidden,
+    )
+    if cfg.router_surface_buckets is not None:
+        gating = replace(gating, router_surface_buckets=cfg.router_surface_buckets)
+    return gating
 
 
 def load_domains(cfg: BenchmarkConfig) -> list[DomainData]:
@@ -159,11 +174,7 @@ def run_benchmark(
         epochs=cfg.expert_epochs,
     ).resolved(backbone.num_layers)
     small = cfg.small_model_threads if cfg.expert_kind == "head" else None
-    gating_cfg = GatingTrainConfig(
-        top_k=cfg.top_k, seed=cfg.seed, device=str(device),
-        max_train_per_domain=cfg.router_max_per_domain, router_layers=cfg.router_layers,
-        mlp_hidden=cfg.router_mlp_hidden,
-    )
+    gating_cfg = gating_config(cfg, device)
 
     progress("features")
     with timer.stage("features"):
@@ -246,6 +257,7 @@ def run_benchmark(
             "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
             "backbone": backbone.name, "backbone_fingerprint": backbone.fingerprint,
             "split_layer": split, "router_layers": list(model.moe.router.config.input_layers),
+            "router_surface_buckets": model.moe.router.config.surface_buckets,
             "texts_encoded": n_encoded,
         },
         encoding=encoding,

@@ -23,8 +23,15 @@ from experts.ml.data import DomainData, Example
 from experts.ml.trunk import TrunkSpec, expert_logits
 from gating.ml.evaluate import eval_rows, eval_sets, evaluate_gating
 from gating.ml.metrics import classification_report
-from gating.ml.training import GatingTrainConfig, train_gating
-from training.ml.benchmark import BenchmarkConfig, _threads, feature_cache, load_domains
+from gating.ml.stats import compare_reports
+from gating.ml.training import train_gating
+from training.ml.benchmark import (
+    BenchmarkConfig,
+    _threads,
+    feature_cache,
+    gating_config,
+    load_domains,
+)
 from training.ml.expert_train import ExpertTrainConfig, train_expert
 
 logger = logging.getLogger(__name__)
@@ -127,10 +134,7 @@ def run_marketplace(cfg: MarketplaceConfig, *, should_stop: StopFn | None = None
             pooled[d.name] = train_expert(base, backbone=backbone, cache=cache, domain=d,
                                           should_stop=should_stop)
 
-    gating_cfg = GatingTrainConfig(top_k=b.top_k, seed=b.seed, device=str(device),
-                                   max_train_per_domain=b.router_max_per_domain,
-                                   router_layers=b.router_layers,
-                                   mlp_hidden=b.router_mlp_hidden)
+    gating_cfg = gating_config(b, device)
 
     def route(keys: list[str], experts: list, groups=None) -> dict:
         with _threads(b.small_model_threads):
@@ -186,6 +190,10 @@ def run_marketplace(cfg: MarketplaceConfig, *, should_stop: StopFn | None = None
         "domains": {"best_single": single["eval"]["domains"],
                     "pooled": central["eval"]["domains"], "moe": ev["domains"],
                     "moe_unregularized": ev["unregularized"]["domains"]},
+        # paired on the same evaluation rows: moe (candidate) minus the other model, with a
+        # 95 % interval per domain and for the summary (gating.ml.stats.compare_reports)
+        "comparisons": {"moe_vs_best_single": compare_reports(ev, single["eval"]),
+                        "moe_vs_pooled": compare_reports(ev, central["eval"])},
         "routing": ev["routing"],
         "routing_unregularized": ev["unregularized"]["routing"],
         "contributors": {c: {"shapley": ev["shapley_by_contributor"][c],

@@ -33,7 +33,8 @@ def _reference_batch(backbone, spec, texts) -> LayeredBatch:
     hidden = {k: out.hidden_states[k] for k in spec.tokens}
     return LayeredBatch(pooled=pooled, hidden=hidden,
                         mask=mask if hidden or spec.ids else None,
-                        input_ids=enc["input_ids"] if spec.ids else None)
+                        input_ids=enc["input_ids"] if spec.ids else None,
+                        ).with_surface(list(texts), spec)
 
 
 @torch.inference_mode()

@@ -10,6 +10,7 @@ import torch
 
 from experts.ml.data import DomainData
 from experts.ml.features import FeatureCache
+from experts.ml.surface import DEFAULT_BUCKETS
 from experts.ml.trunk import TrunkSpec
 from gating.ml.bundle import GatingError, load_bundle, save_bundle
 from gating.ml.evaluate import evaluate_gating, predict_moe
@@ -61,7 +62,9 @@ def test_it_reads_one_trunk_for_experts_of_different_layers(mixed):
     assert [e.config.kind for e in model.moe.experts] == ["head", "branch"]
     assert model.moe.router.config.input_layers == (TINY_LAYERS, 0)
     # the head reads pooled layer 4, the branch token states of layer 2, the router 4 and 0
-    assert model.spec == TrunkSpec(pooled=(0, TINY_LAYERS), tokens=(2,))
+    # ... and, by default, the texts' surface features (hashed character n-grams)
+    assert model.spec == TrunkSpec(pooled=(0, TINY_LAYERS), tokens=(2,), surface=DEFAULT_BUCKETS)
+    assert model.moe.router.config.surface_buckets == DEFAULT_BUCKETS
     assert model.spec.depth == TINY_LAYERS
     assert result.curves["regularized"] and result.curves["unregularized"]
 

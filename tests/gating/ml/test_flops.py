@@ -29,3 +29,21 @@ def test_it_measures_fewer_flops_routed_than_dense(stub_expert):
     router_cost = report["router_flops_per_input"]
     assert report["routed_flops_per_input"] == 2 * 16 * 16 + router_cost + expert_cost
     assert report["dense_flops_per_input"] == 2 * 16 * 16 + router_cost + 4 * expert_cost
+
+
+def test_it_adds_a_surface_routers_bucket_sums_by_hand(stub_expert):
+    from experts.ml.surface import SurfaceBag
+
+    experts = [stub_expert(d, ["x", "y"], hidden=16, seed=i) for i, d in enumerate("ab")]
+    config = dict(hidden_size=16, n_experts=2, noise_std=0.0, input_layers=(1,))
+    pooled = {1: torch.randn(3, 16)}
+    bag = SurfaceBag.of_ids([[1, 2, 3], [4], [5, 6]], 64)
+    plain = moe_compute(MixtureOfExperts(Router(RouterConfig(**config)), experts),
+                        TrunkSet(pooled=pooled), top_k=1)
+    surface = moe_compute(
+        MixtureOfExperts(Router(RouterConfig(**config, surface_buckets=64)), experts),
+        TrunkSet(pooled=pooled, surface=bag), top_k=1)
+    # per input: E additions per bucket id, then E divisions and E additions to the logits
+    extra = (6 * 2 + 3 * 2 * 2) / 3
+    assert surface["router_flops_per_input"] == plain["router_flops_per_input"] + extra
+    assert surface["dense_flops_per_input"] == plain["dense_flops_per_input"] + extra

@@ -72,3 +72,22 @@ def test_it_standardises_its_input_with_training_statistics():
     s = 2**0.5 / 2  # (x - mean) / std with the unbiased std of two points
     expected = torch.tensor([[-s, -100 / (100 * 2**0.5)], [s, 100 / (100 * 2**0.5)]])
     assert torch.allclose(router(features), expected, atol=1e-5)
+
+
+def test_a_surface_router_adds_the_mean_of_its_bucket_vectors_to_the_gate():
+    from experts.ml.surface import SurfaceBag
+
+    router = Router(RouterConfig(hidden_size=4, n_experts=2, surface_buckets=16)).eval()
+    with torch.no_grad():
+        router.surface.weight[3] = torch.tensor([2.0, 0.0])
+        router.surface.weight[5] = torch.tensor([0.0, 4.0])
+    x = torch.randn(2, 4)
+    bag = SurfaceBag.of_ids([[3, 5], []], 16)
+    got = router(x, bag)
+    plain = router.gate(router.body((x - router.input_mean) / router.input_std))
+    assert torch.allclose(got[0], plain[0] + torch.tensor([1.0, 2.0]))
+    assert torch.allclose(got[1], plain[1])  # an empty bag adds nothing
+    with pytest.raises(ValueError, match="surface features and none were given"):
+        router(x)
+    with pytest.raises(ValueError, match="in 8 buckets for a router of 16"):
+        router(x, SurfaceBag.of_ids([[1], [2]], 8))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -7,7 +8,8 @@ import torch
 from torch import nn
 
 from experts.ml.common import TrainingStopped
-from experts.ml.trunk import TrunkBatch, TrunkSet
+from experts.ml.surface import SurfaceBag
+from experts.ml.trunk import LayeredBatch, TrunkBatch, TrunkSet
 from gating.ml.moe import LabelSpace, MixtureOfExperts
 from gating.ml.router_train import (
     RouterData,
@@ -116,3 +118,50 @@ def test_it_samples_every_domain_equally_per_epoch():
     picked = [domains[i] for i in idx.tolist()]
     assert picked.count("big") == 10 and picked.count("small") == 10
     assert set(idx[[domains[i] == "big" for i in idx.tolist()]].tolist()) == set(range(10))
+
+
+def _spelling_task(n_per_domain: int, seed: int):
+    """Domains the trunk features cannot tell apart (the same noise) but their spelling can:
+    texting shorthand vs review prose."""
+    g = torch.Generator().manual_seed(seed)
+    experts = [OracleExpert("sms", ["ham", "spam"], 1), OracleExpert("review", ["neg", "pos"], 2)]
+    space = LabelSpace.from_experts(experts)
+    sms = ["ok lar", "c u 2nite", "k thx", "wat r u doin", "gr8 c u l8r", "u wan 2 come"]
+    review = ["a charming film", "it 's dull", "the plot is thin", "warm and funny",
+              "a tedious mess", "sharp , witty writing"]
+    x = torch.randn(2 * n_per_domain, HIDDEN, generator=g)
+    texts = [sms[i % len(sms)] for i in range(n_per_domain)] + [
+        review[i % len(review)] for i in range(n_per_domain)]
+    domains = ["sms"] * n_per_domain + ["review"] * n_per_domain
+    targets = [space.index(d, (["ham", "spam"] if d == "sms" else ["neg", "pos"])[
+        int(x[row, 1 if d == "sms" else 2] > 0)]) for row, d in enumerate(domains)]
+    trunks = TrunkSet(pooled={1: x})
+    data = RouterData(features=x, targets=torch.tensor(targets), domains=domains,
+                      expert_log_probs=cache_expert_log_probs(experts, trunks, batch_size=64),
+                      layers=(1,), surface=SurfaceBag.of_texts(texts, 1 << 12))
+    return experts, data, texts
+
+
+def test_a_surface_router_routes_by_spelling_where_the_trunk_features_cannot():
+    experts, train, _ = _spelling_task(120, seed=0)
+    _, dev, texts = _spelling_task(60, seed=1)
+    cfg = RouterTrainConfig(epochs=6, lr=0.05, batch_size=32, patience=6, seed=0)
+    plain = train_router(cfg, experts=experts, train=train, dev=dev)
+    surface = train_router(replace(cfg, surface_buckets=1 << 12), experts=experts,
+                           train=train, dev=dev)
+    assert plain.metrics["dev_accuracy"] < 0.75  # noise features: about chance routing
+    assert surface.metrics["dev_accuracy"] > 0.95
+    # the real MoE forward reads the bag from the trunk batch and agrees with the cached path
+    moe = MixtureOfExperts(surface.router, experts).eval()
+    batch = LayeredBatch(pooled={1: dev.features}, surface=dev.surface)
+    routed = moe(batch).topk_idx[:, 0]
+    assert routed.tolist() == [0 if d == "sms" else 1 for d in dev.domains]
+    assert batch.surface.buckets == 1 << 12 and len(texts) == len(dev)
+
+
+def test_a_surface_router_needs_the_bags_of_its_inputs():
+    experts, train, _ = _spelling_task(10, seed=0)
+    bare = replace(train, surface=None)
+    with pytest.raises(ValueError, match="needs the surface features"):
+        train_router(RouterTrainConfig(epochs=1, surface_buckets=1 << 12), experts=experts,
+                     train=bare, dev=bare)

@@ -120,3 +120,40 @@ def test_it_scores_on_dev_when_no_test_files_are_given(tiny_data, tmp_path):
     assert report["eval_split"] == "dev"
     assert report["gating_train_config"]["mlp_hidden"] == 16  # the MLP router was trained
     assert report["compute"]["reduction"] > 0.2  # branch experts above the split are skipped
+
+
+def test_the_marketplace_scenario_adds_its_block_to_the_plain_report(tiny_data, tmp_path):
+    data, evals = tiny_data
+    out = tmp_path / "market.json"
+    call_command(
+        "moe_benchmark", "--scenario", "marketplace", "--contributors-per-domain", "2",
+        "--data-dir", str(data), "--eval-dir", str(evals), "--out", str(out),
+        "--expert-epochs", "2", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
+        stdout=open(os.devnull, "w"),
+    )
+    report = json.loads(out.read_text())
+    domains = sorted(p.name for p in data.iterdir())
+    check_report(report, domains)  # today's keys, from the plain run on the same data
+    market = report["marketplace"]
+    experts = market["experts"]
+    assert len(experts) == len(domains) * (2 + 2)  # K shards + a near-duplicate + a junk each
+    for key, row in experts.items():
+        assert set(row) >= {"domain", "contributor", "role", "duplicate_of", "n_train", "alone",
+                            "load", "load_unregularized", "credit"}
+        assert row["role"] in {"shard", "duplicate", "junk"}
+        assert (row["duplicate_of"] is not None) == (row["role"] == "duplicate")
+        assert set(row["alone"]) >= SCORES and set(row["credit"]) == {
+            "shapley", "shapley_ci95", "leave_one_out"}
+        lo, hi = row["credit"]["shapley_ci95"]
+        assert lo <= row["credit"]["shapley"] <= hi, key
+    assert set(market["summary"]) == {"best_single", "pooled", "moe", "moe_unregularized"}
+    for row in market["summary"].values():
+        assert set(row) == SCORES and all(0 <= v <= 1 for v in row.values())
+    for key in ("routing", "routing_unregularized"):
+        assert set(market[key]) >= ROUTING and set(market[key]["load"]) == set(experts)
+    assert set(market["contributors"]) == {row["contributor"] for row in experts.values()}
+    for name in ("moe_vs_best_single", "moe_vs_pooled"):
+        summary = market["comparisons"][name]["summary"]
+        assert summary["paired"] and summary["candidate"] == market["summary"]["moe"]["accuracy"]
+        lo, hi = summary["interval"]
+        assert lo <= summary["difference"] <= hi

@@ -32,6 +32,10 @@ class Command(BaseCommand):
         )
         parser.add_argument("--router-mlp-hidden", type=int, default=0,
                             help="hidden width of an MLP router (default 0: linear)")
+        parser.add_argument("--router-surface-buckets", type=int, default=None,
+                            help="hash buckets of the texts' surface features (character "
+                                 "n-grams, words) the router also reads; 0 = trunk features "
+                                 "only (default: the platform's, 262144)")
         parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--cache-dir", default="var/feature-cache")
@@ -59,22 +63,22 @@ class Command(BaseCommand):
             split_layer=opts["split_layer"], expert_epochs=opts["expert_epochs"],
             router_layers=tuple(opts["router_layers"]) if opts["router_layers"] else None,
             router_mlp_hidden=opts["router_mlp_hidden"],
+            router_surface_buckets=opts["router_surface_buckets"],
             device=opts["device"], seed=opts["seed"], cache_dir=opts["cache_dir"],
             save_dir=opts["save_dir"], encode_backend=opts["encode_backend"],
         )
         out = Path(opts["out"])
+        # The marketplace report adds its block to the plain report's keys (one expert per
+        # domain, the baseline, the oracle), run first on the same data and feature cache.
+        report = run_benchmark(cfg)
         if opts["scenario"] == "marketplace":
             from training.ml.marketplace import MarketplaceConfig, run_marketplace
 
-            block = run_marketplace(MarketplaceConfig(
+            report["marketplace"] = run_marketplace(MarketplaceConfig(
                 bench=cfg, contributors_per_domain=opts["contributors_per_domain"]))
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps({"marketplace": block}, indent=2), encoding="utf-8")
-            self.stdout.write(json.dumps(block["summary"], indent=2))
-            self.stdout.write(f"\nreport written to {out}")
-            return
-        report = run_benchmark(cfg)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2), encoding="utf-8")
         self.stdout.write(markdown_table(report))
+        if "marketplace" in report:
+            self.stdout.write(json.dumps(report["marketplace"]["summary"], indent=2))
         self.stdout.write(f"\nreport written to {out}")
