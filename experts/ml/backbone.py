@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 from transformers.masking_utils import create_bidirectional_mask
 
 from experts.ml.safetensors_header import read_header
-from experts.ml.trunk import LayeredBatch, TrunkSet, TrunkSpec, mean_pool, pad_ids
+from experts.ml.trunk import LayeredBatch, TrunkSet, TrunkSpec, mean_pool, pad_ids, surface_of
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class Backbone:
                 yield idx, LayeredBatch(pooled=pooled, hidden=states,
                                         mask=mask if keep_mask else None,
                                         input_ids=input_ids if spec.ids else None,
-                                        ).with_surface([texts[i] for i in idx], spec)
+                                        surface=surface_of([texts[i] for i in idx], spec))
 
     def encode_set(
         self, texts: Sequence[str], spec: TrunkSpec,

@@ -6,6 +6,7 @@ import logging
 import os
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 _HASH_BYTES = 32  # sha256 digest length
 _SHARD_GLOB = "shard-*.safetensors"  # temp files start with ".tmp-" and never match
+_SURFACE_SETS = 4  # text sets whose surface bags one FeatureCache keeps in memory
 
 
 def text_hash(text: str) -> bytes:
@@ -77,6 +79,9 @@ class FeatureCache:
         self.encoded_count = 0  # texts this instance sent through the backbone
         self._pooled: dict[int, _PooledIndex] = {}
         self._tokens: dict[int, _TokenIndex] = {}
+        # the surface bags of the last few text sets (training's train and dev, evaluation's
+        # eval rows, the marketplace's repeated routers read the same sets again)
+        self._bags: OrderedDict[tuple[int, bytes], SurfaceBag] = OrderedDict()
 
     def _dir(self, layer: int, kind: str) -> Path:
         return self.root / f"layer{layer:02d}" / kind
@@ -170,10 +175,22 @@ class FeatureCache:
         return TrunkSet(
             pooled={layer: self._read_pooled(digests, layer) for layer in spec.pooled},
             tokens={layer: self._read_tokens(digests, layer) for layer in spec.tokens},
-            # Token ids and surface features are not cached: both are cheap next to encoding.
+            # Token ids and surface features are not stored: both are cheap next to encoding.
             ids=self.backbone.tokenize(texts) if ids else None,
-            surface=SurfaceBag.of_texts(texts, surface) if surface else None,
+            surface=self._surface(texts, digests, surface) if surface else None,
         )
+
+    def _surface(self, texts: Sequence[str], digests: Sequence[bytes], buckets: int
+                 ) -> SurfaceBag:
+        """The texts' surface bag, hashed once per text set while it is among the last few."""
+        key = (buckets, hashlib.sha256(b"".join(digests)).digest())
+        bag = self._bags.get(key)
+        if bag is None:
+            bag = self._bags[key] = SurfaceBag.of_texts(texts, buckets)
+            while len(self._bags) > _SURFACE_SETS:
+                self._bags.popitem(last=False)
+        self._bags.move_to_end(key)
+        return bag
 
     def pooled(
         self, texts: Sequence[str], *, layer: int, on_progress: ProgressFn | None = None

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from experts.ml.backbone import Backbone
-from experts.ml.trunk import LayeredBatch, TrunkSpec, mean_pool
+from experts.ml.trunk import LayeredBatch, TrunkSpec, mean_pool, surface_of
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class OnnxTrunk:
             yield idx, LayeredBatch(pooled=pooled, hidden=states,
                                     mask=mask if keep_mask else None,
                                     input_ids=input_ids if spec.ids else None,
-                                    ).with_surface([texts[i] for i in idx], spec)
+                                    surface=surface_of([texts[i] for i in idx], spec))
 
 
 def cpu_info() -> dict:

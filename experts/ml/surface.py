@@ -9,7 +9,8 @@ a learned vector per bucket, averaged over the text's distinct buckets (an Embed
 its logits over the trunk features.
 
 Hashing is crc32 (stable across processes and Python versions, unlike `hash`), so the ids of a
-text depend only on the text, the n-gram range and the number of buckets; nothing is cached.
+text depend only on the text, the n-gram range and the number of buckets (the feature cache
+keeps the bags of the last text sets it was asked for, not on disk).
 """
 from __future__ import annotations
 
@@ -58,18 +59,20 @@ class SurfaceBag:
         return self.offsets.shape[0] - 1
 
     def rows(self, rows: Sequence[int] | torch.Tensor) -> SurfaceBag:
-        """The bag of `rows`, in that order."""
-        idx = torch.as_tensor(rows, dtype=torch.long).cpu()
-        starts, ends = self.offsets[idx], self.offsets[idx + 1]
-        lengths = ends - starts
+        """The bag of `rows`, in that order, on the bag's device (no round trip to the CPU)."""
+        device = self.ids.device
+        idx = torch.as_tensor(rows, dtype=torch.long).to(device)
         if idx.numel() == 0:
             return SurfaceBag(self.ids.new_zeros(0), self.offsets.new_zeros(1), self.buckets)
-        # position of every kept id: start of its row + rank inside the row
-        row_of = torch.repeat_interleave(torch.arange(idx.numel()), lengths)
+        starts = self.offsets[idx]
+        lengths = self.offsets[idx + 1] - starts
         new_offsets = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)])
-        within = torch.arange(int(new_offsets[-1])) - new_offsets[row_of]
-        ids = self.ids.to("cpu")[starts[row_of] + within]
-        return SurfaceBag(ids.to(self.ids.device), new_offsets.to(self.ids.device), self.buckets)
+        total = int(new_offsets[-1])
+        # position of every kept id: start of its row + rank inside the row
+        row_of = torch.repeat_interleave(torch.arange(idx.numel(), device=device), lengths,
+                                         output_size=total)
+        within = torch.arange(total, device=device) - new_offsets[row_of]
+        return SurfaceBag(self.ids[starts[row_of] + within], new_offsets, self.buckets)
 
     def to(self, device: torch.device | str) -> SurfaceBag:
         return SurfaceBag(self.ids.to(device), self.offsets.to(device), self.buckets)

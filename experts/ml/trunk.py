@@ -33,6 +33,7 @@ class TrunkBatch:
     hidden: torch.Tensor | None = None  # (B, T, H) token states (branch experts only)
     mask: torch.Tensor | None = None  # (B, T) 1 = real token, 0 = padding
     input_ids: torch.Tensor | None = None  # (B, T) token ids (LoRA experts run the backbone)
+    surface: SurfaceBag | None = None  # the texts' surface features, for a router reading them
 
 
 def collate_trunk(
@@ -139,6 +140,11 @@ class TrunkSpec:
         return tuple(sorted(set(self.pooled) | set(self.tokens)))
 
 
+def surface_of(texts: Sequence[str], spec: TrunkSpec) -> SurfaceBag | None:
+    """The surface features of `texts` when `spec` asks for them (the encoders' one rule)."""
+    return SurfaceBag.of_texts(texts, spec.surface) if spec.surface else None
+
+
 @dataclass
 class LayeredBatch:
     """The trunk's output for one batch: pooled states per layer, token states where needed."""
@@ -153,12 +159,6 @@ class LayeredBatch:
         if self.input_ids is not None:
             return self.input_ids.shape[0]
         return next(iter(self.pooled.values())).shape[0]
-
-    def with_surface(self, texts: Sequence[str], spec: TrunkSpec) -> LayeredBatch:
-        """This batch with the surface features of its texts attached when `spec` asks."""
-        if spec.surface:
-            self.surface = SurfaceBag.of_texts(texts, spec.surface)
-        return self
 
     def ids_view(self) -> TrunkBatch:
         """What an expert that runs the backbone itself reads: the token ids and their mask."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gating.ml.moe import MixtureOfExperts, integrate, router_features, router_surface
+from gating.ml.moe import MixtureOfExperts, integrate, router_features
 from gating.ml.stats import Z95
 
 EXACT_MAX = 10  # exact Shapley (2^n coalitions) up to this many experts
@@ -45,7 +45,7 @@ def cache_outputs(moe: MixtureOfExperts, sets, *, batch_size: int = 128,
         lps = [torch.empty(n, len(c)) for c in moe.columns()]
         for rows, batch in s.trunks.batches(batch_size, device=device):
             logits = moe.router(router_features(batch, moe.router.config.input_layers),
-                                router_surface(batch))
+                                batch.surface)
             probs[rows] = torch.softmax(logits.float() / temperature, dim=-1).cpu()
             every = torch.arange(len(rows), device=logits.device)
             for i, lp in moe._run(batch, {i: every for i in range(moe.n_experts)}).items():

@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from experts.ml.trunk import TrunkSet
-from gating.ml.moe import expert_view, router_features, router_surface
+from gating.ml.moe import expert_view, router_features
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -66,7 +66,7 @@ def moe_compute(
     try:
         for i in range(n):
             row = trunks.batch([i], device=device)
-            r, bag = router_features(row, layers), router_surface(row)
+            r, bag = router_features(row, layers), row.surface
             if trunk_fn is not None:
                 totals["trunk"] += count_flops(lambda i=i: trunk_fn(i))
             by_hand = surface_flops(moe.router, bag)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from experts.ml.surface import SurfaceBag
 from experts.ml.trunk import LayeredBatch, TrunkBatch, expert_tap, needs_ids, slice_trunk
 from gating.ml.router import Router, route
 
@@ -115,11 +114,6 @@ def integrate(
         contrib = weights[:, i : i + 1].float() * lp.float().exp()  # (B, C_i)
         mix = mix.index_add(1, cols, contrib)
     return mix.clamp_min(PROB_FLOOR).log()
-
-
-def router_surface(trunk: LayeredBatch | TrunkBatch) -> SurfaceBag | None:
-    """The texts' surface features a trunk batch carries (None when its spec had none)."""
-    return getattr(trunk, "surface", None)
 
 
 def router_features(trunk: LayeredBatch | TrunkBatch, layers: Sequence[int]) -> torch.Tensor:
@@ -227,7 +221,7 @@ class MixtureOfExperts(nn.Module):
         """
         if router_input is None:
             router_input = router_features(trunk, self.router.config.input_layers)
-        logits = self.router(router_input, router_surface(trunk))  # (B, E)
+        logits = self.router(router_input, trunk.surface)  # (B, E)
         gate_logits = logits
         if exclude:
             gate_logits = logits.float().clone()

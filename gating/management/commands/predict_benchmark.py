@@ -15,7 +15,7 @@ import torch
 from django.core.management.base import BaseCommand, CommandError
 
 from experts.ml.inference import cpu_info
-from experts.ml.trunk import LayeredBatch, mean_pool
+from experts.ml.trunk import LayeredBatch, mean_pool, surface_of
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -34,7 +34,7 @@ def _reference_batch(backbone, spec, texts) -> LayeredBatch:
     return LayeredBatch(pooled=pooled, hidden=hidden,
                         mask=mask if hidden or spec.ids else None,
                         input_ids=enc["input_ids"] if spec.ids else None,
-                        ).with_surface(list(texts), spec)
+                        surface=surface_of(list(texts), spec))
 
 
 @torch.inference_mode()

@@ -21,6 +21,7 @@ from experts.ml.lora import (
     lora_expert_from_state,
     save_lora_artifact,
 )
+from experts.ml.surface import DEFAULT_BUCKETS
 from experts.ml.trunk import TrunkSpec
 from gating.ml.bundle import GatingError, load_bundle, save_bundle
 from gating.ml.evaluate import evaluate_gating, predict_moe
@@ -148,7 +149,8 @@ def test_it_trains_a_lora_expert_into_a_folder_peft_loads(mixed_lora, tiny_backb
 def test_it_mixes_lora_and_head_experts_and_round_trips_the_bundle(mixed_lora, tiny_backbone,
                                                                    tmp_path):
     _, model, cache, domains = mixed_lora
-    assert model.spec == TrunkSpec(pooled=(0, TINY_LAYERS), tokens=(), ids=True)
+    assert model.spec == TrunkSpec(pooled=(0, TINY_LAYERS), tokens=(), ids=True,
+                                  surface=DEFAULT_BUCKETS)
     save_bundle(model, tmp_path / "b.safetensors")
     with pytest.raises(GatingError, match="needs the backbone"):
         load_bundle(tmp_path / "b.safetensors")

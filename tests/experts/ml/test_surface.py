@@ -7,8 +7,9 @@ import sys
 import pytest
 import torch
 
+from experts.ml.features import FeatureCache
 from experts.ml.surface import MAX_SURFACE_CHARS, SurfaceBag, surface_ids
-from experts.ml.trunk import LayeredBatch, TrunkSet, TrunkSpec
+from experts.ml.trunk import TrunkSet, TrunkSpec, surface_of
 
 
 def test_ids_are_distinct_sorted_and_in_range():
@@ -81,8 +82,25 @@ def test_trunk_sets_carry_the_bag_through_batches_subsets_and_concat():
     assert torch.equal(both.surface.offsets, full.surface.offsets)
 
 
-def test_a_layered_batch_gets_the_bag_only_when_the_spec_asks():
-    batch = LayeredBatch(pooled={0: torch.zeros(2, 3)})
-    assert batch.with_surface(["a", "b"], TrunkSpec.of(pooled=[0])).surface is None
-    got = batch.with_surface(["a", "b"], TrunkSpec.of(pooled=[0], surface=32)).surface
+def test_the_encoders_attach_a_bag_only_when_the_spec_asks():
+    assert surface_of(["a", "b"], TrunkSpec.of(pooled=[0])) is None
+    got = surface_of(["a", "b"], TrunkSpec.of(pooled=[0], surface=32))
     assert got is not None and got.buckets == 32 and len(got) == 2
+
+
+def test_the_feature_cache_hashes_a_text_set_once_and_keeps_the_last_few(tiny_backbone,
+                                                                         tmp_path):
+    cache = FeatureCache(tmp_path / "fc", tiny_backbone)
+    spec = TrunkSpec.of(pooled=[0], surface=64)
+    texts = ["the goal", "a Review", "call me l8r"]
+    first = cache.load(texts, spec).surface
+    assert cache.load(texts, spec).surface is first  # the same set again: not hashed again
+    expect = SurfaceBag.of_texts(texts, 64)
+    assert torch.equal(first.ids, expect.ids) and torch.equal(first.offsets, expect.offsets)
+    other = cache.load(texts[::-1], spec).surface  # another order is another set
+    assert torch.equal(other.ids, SurfaceBag.of_texts(texts[::-1], 64).ids)
+    assert cache.load(texts, TrunkSpec.of(pooled=[0], surface=32)).surface.buckets == 32
+    for i in range(5):  # older sets fall out; the bag is rebuilt, equal to the first
+        cache.load([f"text {i}"], spec)
+    again = cache.load(texts, spec).surface
+    assert again is not first and torch.equal(again.ids, first.ids)

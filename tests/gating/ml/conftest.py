@@ -1,20 +1,13 @@
 """Tiny stand-in experts for the gating tests: fixed or linear logits, with call counters."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-
-@dataclass
-class Trunk:
-    pooled: torch.Tensor  # (B, H)
-    hidden: torch.Tensor | None = None  # (B, T, H)
-    mask: torch.Tensor | None = None  # (B, T)
-    input_ids: torch.Tensor | None = None  # (B, T)
+from experts.ml.trunk import TrunkBatch
 
 
 class StubExpert(nn.Module):
@@ -50,7 +43,7 @@ class StubExpert(nn.Module):
 
 @pytest.fixture
 def trunk_cls():
-    return Trunk
+    return TrunkBatch  # the engine's own one-layer batch
 
 
 @pytest.fixture
