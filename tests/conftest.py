@@ -71,6 +71,17 @@ def fresh_cache():
 
 
 @pytest.fixture
+def fresh_serving():
+    """Serving's in-process model cache starts and ends empty (a live server answers
+    predictions in the test's process, so models of earlier tests must not answer)."""
+    from gating import serving
+
+    serving.reset()
+    yield
+    serving.reset()
+
+
+@pytest.fixture
 def shared_data():
     path = data_dir()
     assert (path / "news" / "domain.json").exists(), f"data sets not found at {path}"

@@ -15,14 +15,6 @@ from tests.e2e.layout import assert_readable_layout
 from tests.gating.playground_model import production_model
 
 
-@pytest.fixture
-def fresh_serving():
-    """The live server answers predictions in this process: forget models of earlier tests."""
-    serving.reset()
-    yield
-    serving.reset()
-
-
 def test_it_leads_a_newcomer_from_sign_up_to_an_answered_example(
         visitor, owner, maintainer, tmp_path, fresh_serving):
     gating = production_model(owner=owner, maintainer=maintainer, folder=tmp_path,

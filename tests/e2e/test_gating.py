@@ -10,7 +10,6 @@ from playwright.sync_api import expect
 
 from experts import services
 from experts.models import Domain, ExpertVersion
-from gating import serving
 from gating.models import GatingVersion
 from moecollab_site.demo import SAMPLE_DATA_DIR
 from tests.e2e.conftest import JOB_TIMEOUT_MS, Visitor, log_in
@@ -19,14 +18,6 @@ from tests.helpers import train_real_artifact, wait_for
 pytestmark = pytest.mark.worker
 
 DOMAINS = ("news", "spam")
-
-
-@pytest.fixture
-def fresh_serving():
-    """The live server answers predictions in this process: forget models of earlier tests."""
-    serving.reset()
-    yield
-    serving.reset()
 
 
 def approved_experts(owner, maintainer, tmp_path) -> list[ExpertVersion]:

@@ -9,16 +9,10 @@ import pytest
 
 from experts.domain_guides import STANDARD_GUIDES
 from experts.models import Domain
-from gating import serving
 from tests.gating.playground_model import production_model
 from tests.helpers import make_domain
 
-
-@pytest.fixture(autouse=True)
-def fresh_serving():
-    serving.reset()
-    yield
-    serving.reset()
+pytestmark = pytest.mark.usefixtures("fresh_serving")
 
 
 @pytest.fixture

@@ -3,15 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from gating import serving
 from tests.helpers import api_client_for
 
-
-@pytest.fixture(autouse=True)
-def fresh_serving():
-    serving.reset()
-    yield
-    serving.reset()
+pytestmark = pytest.mark.usefixtures("fresh_serving")
 
 
 def test_it_answers_503_when_nothing_is_in_production(db, owner):

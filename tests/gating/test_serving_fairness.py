@@ -15,12 +15,7 @@ import pytest
 from gating import serving
 from tests.experts.ml.tiny import sample_texts
 
-
-@pytest.fixture(autouse=True)
-def fresh_serving():
-    serving.reset()
-    yield
-    serving.reset()
+pytestmark = pytest.mark.usefixtures("fresh_serving")
 
 
 def _wait_until(predicate, what: str, timeout: float = 10) -> None:

@@ -11,7 +11,6 @@ import pytest
 from django.test import Client
 from rest_framework.throttling import ScopedRateThrottle
 
-from gating import serving
 from moecollab_site.throttling import client_address
 from tests.helpers import api_client_for
 
@@ -25,11 +24,7 @@ def strict_rates(settings, monkeypatch):
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", rates)
 
 
-@pytest.fixture(autouse=True)
-def fresh_serving():
-    serving.reset()
-    yield
-    serving.reset()
+pytestmark = pytest.mark.usefixtures("fresh_serving")
 
 
 @pytest.fixture

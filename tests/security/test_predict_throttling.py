@@ -19,11 +19,7 @@ def strict_predict_rate(settings, monkeypatch):
     monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", rates)
 
 
-@pytest.fixture(autouse=True)
-def fresh_serving():
-    serving.reset()
-    yield
-    serving.reset()
+pytestmark = pytest.mark.usefixtures("fresh_serving")
 
 
 def _predict(client, **extra):
