@@ -12,7 +12,7 @@ import math
 
 import torch
 from torch import nn
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, get_linear_schedule_with_warmup
 
 from experts.ml.backbone import Backbone
 from experts.ml.common import ProgressFn, StopFn, check_stop
@@ -21,6 +21,7 @@ from experts.ml.trunk import pad_ids
 from training.ml.expert_train import EarlyStopping, dev_metrics, train_batches
 
 logger = logging.getLogger(__name__)
+WARMUP = 0.06  # share of the training steps over which the learning rate warms up
 
 
 def peft_config_dict(peft_config, *, base_name: str) -> dict:
@@ -78,6 +79,9 @@ def train_lora(cfg, *, backbone: Backbone, domain, train_rows, on_progress: Prog
     steps_per_epoch = math.ceil(len(lengths) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     report_every = max(1, steps_per_epoch // 4)
+    # The usual fine-tuning schedule: linear warm-up over the first 6 % of the steps, then
+    # linear decay to 0 at the last epoch (early stopping may end sooner).
+    schedule = get_linear_schedule_with_warmup(opt, math.ceil(WARMUP * total), total)
     history, step = [], 0
     stopping = EarlyStopping(cfg.patience)
     for epoch in range(1, cfg.epochs + 1):
@@ -99,6 +103,7 @@ def train_lora(cfg, *, backbone: Backbone, domain, train_rows, on_progress: Prog
             else:
                 loss.backward()
                 opt.step()
+            schedule.step()
             running += loss.item() * len(rows)
             step += 1
             if on_progress is not None and step % report_every == 0:
