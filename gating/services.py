@@ -176,10 +176,14 @@ def gating_train_start(*, user, expert_version_ids: list[int] | None = None,
     clean = gating_params_clean(params)
     versions = _pick_versions(expert_version_ids)
     _check_versions(versions, clean)
-    _refuse_identical(versions, clean)
     with transaction.atomic():
-        # Two maintainers starting at the same instant collide on the unique number; the
+        # Lock the member rows first: two identical starts at the same instant then take
+        # turns, and the second sees the first's version (SQLite's BEGIN IMMEDIATE already
+        # serialises the block). Different starts collide only on the unique number; the
         # second gets an error and retries, which beats locking the table on every start.
+        list(ExpertVersion.objects.select_for_update().filter(
+            pk__in=[v.pk for v in versions]).order_by("pk").values_list("pk", flat=True))
+        _refuse_identical(versions, clean)
         number = (GatingVersion.objects.aggregate(n=Max("number"))["n"] or 0) + 1
         version = GatingVersion.objects.create(
             number=number, params=clean, trained_by=user,

@@ -4,6 +4,12 @@ identical weights is; nothing new is created. A different request, or a retry af
 failure, trains."""
 from __future__ import annotations
 
+import threading
+import time
+
+from django.db import connections
+
+from gating import services
 from gating.models import GatingMember, GatingVersion
 from tests.helpers import api_client_for
 from training.models import Job
@@ -107,3 +113,36 @@ def test_the_form_takes_the_maintainer_to_the_existing_version_saying_so(
     assert _counts() == before
     page = client.get(again["Location"]).content.decode()
     assert "an identical gating model exists: gating v1 (still training)" in page
+
+
+def test_two_identical_trainings_started_at_once_make_one_version(
+        transactional_db, maintainer, owner, make_gating_setup, monkeypatch):
+    """The identity check and the insert are one locked step: with time between them (a
+    slow check here), the second of two simultaneous identical starts still sees the first."""
+    make_gating_setup(owner)
+    real_check = services.gating_version_identical
+
+    def slow_check(**kwargs):
+        found = real_check(**kwargs)
+        time.sleep(0.5)  # the window in which an unlocked second start would also pass
+        return found
+
+    monkeypatch.setattr(services, "gating_version_identical", slow_check)
+    barrier, codes = threading.Barrier(2), []
+
+    def start() -> None:
+        try:
+            barrier.wait(10)
+            response = api_client_for(maintainer).post(URL, {"params": {"epochs": 5}},
+                                                       format="json")
+            codes.append(response.status_code)
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(codes) == [201, 409]
+    assert GatingVersion.objects.count() == 1
