@@ -98,7 +98,10 @@ class LoraBank(nn.Module):
     def adapter_state(self, key: str) -> dict[str, torch.Tensor]:
         from peft import get_peft_model_state_dict
 
-        state = get_peft_model_state_dict(self.peft, adapter_name=key)
+        # The vocabulary is never changed, so no embedding matrices: peft's "auto" would ask
+        # the Hub whether the base model's config exists (a network call on every save).
+        state = get_peft_model_state_dict(self.peft, adapter_name=key,
+                                          save_embedding_layers=False)
         return {k.replace("base_model.model.", "base_model.model.bert.", 1): v
                 for k, v in state.items()}
 

@@ -115,7 +115,8 @@ def train_lora(cfg, *, backbone: Backbone, domain, train_rows, on_progress: Prog
         logger.info("LoRA epoch %d: dev accuracy %.4f", epoch, dev["accuracy"])
         stop = stopping.update(epoch, dev, lambda: {
             k: v.detach().to("cpu", copy=True)
-            for k, v in get_peft_model_state_dict(model).items()})
+            # no embedding matrices (the vocabulary is unchanged), so no Hub lookup per epoch
+            for k, v in get_peft_model_state_dict(model, save_embedding_layers=False).items()})
         if on_progress is not None:
             on_progress(epoch * steps_per_epoch, total,
                         f"epoch {epoch}/{cfg.epochs}: dev accuracy {dev['accuracy']:.4f}")
