@@ -52,6 +52,17 @@ def expected_adapter_tensors(cfg: dict, *, hf_config: PretrainedConfig, n_labels
     return {k: list(v.shape) for k, v in get_peft_model_state_dict(peft_model).items()}
 
 
+def adapter_weights(peft_model: nn.Module, adapter_name: str = "default"
+                    ) -> dict[str, torch.Tensor]:
+    """The adapter's tensors as save_pretrained writes them, without embedding matrices: the
+    vocabulary is never changed, and peft's "auto" would ask the Hub whether the base model's
+    config exists (a network call on every snapshot and save)."""
+    from peft import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(peft_model, adapter_name=adapter_name,
+                                     save_embedding_layers=False)
+
+
 def split_adapter_state(state: dict[str, torch.Tensor]
                         ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(LoRA matrices keyed for a PeftModel over the bare encoder, classification head)."""
@@ -96,12 +107,7 @@ class LoraBank(nn.Module):
         self.configs[key] = dict(cfg)
 
     def adapter_state(self, key: str) -> dict[str, torch.Tensor]:
-        from peft import get_peft_model_state_dict
-
-        # The vocabulary is never changed, so no embedding matrices: peft's "auto" would ask
-        # the Hub whether the base model's config exists (a network call on every save).
-        state = get_peft_model_state_dict(self.peft, adapter_name=key,
-                                          save_embedding_layers=False)
+        state = adapter_weights(self.peft, key)
         return {k.replace("base_model.model.", "base_model.model.bert.", 1): v
                 for k, v in state.items()}
 

@@ -16,7 +16,7 @@ from transformers import AutoModelForSequenceClassification, get_linear_schedule
 
 from experts.ml.backbone import Backbone
 from experts.ml.common import ProgressFn, StopFn, check_stop
-from experts.ml.lora import lora_expert_from_state
+from experts.ml.lora import adapter_weights, lora_expert_from_state
 from experts.ml.trunk import pad_ids
 from training.ml.expert_train import EarlyStopping, dev_metrics, train_batches
 
@@ -53,7 +53,6 @@ def train_lora(cfg, *, backbone: Backbone, domain, train_rows, on_progress: Prog
     from peft import (
         LoraConfig,
         get_peft_model,
-        get_peft_model_state_dict,
         set_peft_model_state_dict,
     )
 
@@ -115,8 +114,7 @@ def train_lora(cfg, *, backbone: Backbone, domain, train_rows, on_progress: Prog
         logger.info("LoRA epoch %d: dev accuracy %.4f", epoch, dev["accuracy"])
         stop = stopping.update(epoch, dev, lambda: {
             k: v.detach().to("cpu", copy=True)
-            # no embedding matrices (the vocabulary is unchanged), so no Hub lookup per epoch
-            for k, v in get_peft_model_state_dict(model, save_embedding_layers=False).items()})
+            for k, v in adapter_weights(model).items()})
         if on_progress is not None:
             on_progress(epoch * steps_per_epoch, total,
                         f"epoch {epoch}/{cfg.epochs}: dev accuracy {dev['accuracy']:.4f}")
