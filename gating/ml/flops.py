@@ -29,7 +29,7 @@ def count_flops(fn: Callable[[], object]) -> int:
 
 def surface_flops(router, surface) -> int:
     """FLOPs of the router's surface term on a bag (0 for a router without one)."""
-    if getattr(router, "surface", None) is None or surface is None:
+    if router.surface is None or surface is None:
         return 0
     n_experts = router.config.n_experts
     return int(surface.ids.numel()) * n_experts + 2 * len(surface) * n_experts
