@@ -56,7 +56,10 @@ class BenchmarkConfig:
     expert_kind: str = "head"  # "head", "branch" or "lora"
     top_k: int = 1  # experts per input at inference
     max_train_per_domain: int | None = None  # stratified cap on each train split
-    router_max_per_domain: int | None = None  # cap on router training inputs per domain
+    # router training rows per domain, a stratified sample of the whole train split (a superset
+    # of the experts' rows when larger than max_train_per_domain: on the platform the router
+    # reads the domain's dataset, whatever the experts were trained on); None = the experts' rows
+    router_max_per_domain: int | None = None
     device: str = "auto"  # "auto", "cpu", "cuda[:n]"
     seed: int = 0  # one seed for sampling, experts, baseline and routers
     cache_dir: str = "var/feature-cache"  # FeatureCache root (shared across runs)
@@ -90,6 +93,14 @@ def gating_config(cfg: BenchmarkConfig, device: torch.device) -> GatingTrainConf
     if cfg.router_surface_buckets is not None:
         gating = replace(gating, router_surface_buckets=cfg.router_surface_buckets)
     return gating
+
+
+def router_domains(cfg: BenchmarkConfig, domains: list[DomainData]) -> list[DomainData]:
+    """The domains as the router sees them: more train rows than the experts when asked."""
+    cap, expert_cap = cfg.router_max_per_domain, cfg.max_train_per_domain
+    if cap is None or expert_cap is None or cap <= expert_cap:
+        return domains  # the experts' rows (train_gating applies a smaller cap itself)
+    return load_domains(replace(cfg, max_train_per_domain=cap))
 
 
 def load_domains(cfg: BenchmarkConfig) -> list[DomainData]:
@@ -167,6 +178,7 @@ def run_benchmark(
             on_progress(STAGES.index(stage), len(STAGES), stage)
 
     domains = load_domains(cfg)
+    routed = router_domains(cfg, domains)
     backbone = load_backbone(BackboneConfig(device=str(device)))
     cache = feature_cache(cfg, backbone)
     base = ExpertTrainConfig(
@@ -186,6 +198,8 @@ def run_benchmark(
                             tokens=[split] if cfg.expert_kind == "branch" else [])
         texts = [t for d in domains for rows in (d.train, d.dev, eval_rows(d)[0])
                  for t, _ in rows]
+        if routed is not domains:
+            texts += [t for d in routed for t, _ in d.train]
         unique = list(dict.fromkeys(texts))
         cache.load(unique, spec)
         n_encoded = cache.encoded_count
@@ -218,7 +232,7 @@ def run_benchmark(
     progress("router")
     with timer.stage("train_router"), _threads(cfg.small_model_threads):
         gating = train_gating(gating_cfg, experts=experts, keys=[d.name for d in domains],
-                              domains=domains, cache=cache, should_stop=should_stop)
+                              domains=routed, cache=cache, should_stop=should_stop)
     model = gating.model
     if cfg.save_dir is not None:
         _save(Path(cfg.save_dir), domains, trained, model, backbone=backbone)
@@ -248,7 +262,8 @@ def run_benchmark(
         expert_train_config=asdict(base),
         gating_train_config=model.config,
         router_train={"regularized": gating.metrics["regularized"],
-                      "unregularized": gating.metrics["unregularized"]},
+                      "unregularized": gating.metrics["unregularized"],
+                      "n_train": gating.metrics["n_train"], "n_dev": gating.metrics["n_dev"]},
         router_history=gating.curves,
         experts={d.name: trained[d.name].metrics for d in domains},
         baseline_info=baseline_info,

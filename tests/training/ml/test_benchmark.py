@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
-from training.ml.benchmark import BenchmarkConfig, run_benchmark
+from training.ml.benchmark import BenchmarkConfig, load_domains, router_domains, run_benchmark
 from training.ml.benchmark_report import markdown_table
 
 REPO = Path(__file__).resolve().parents[3]
@@ -113,13 +114,35 @@ def test_it_scores_on_dev_when_no_test_files_are_given(tiny_data, tmp_path):
     cfg = BenchmarkConfig(
         data_dir=str(data), max_train_per_domain=32, expert_epochs=1, device="cpu",
         cache_dir=str(tmp_path / "cache"), expert_kind="branch", flops_per_domain=2,
-        router_mlp_hidden=16,
+        router_mlp_hidden=16, router_max_per_domain=120,
     )
     report = run_benchmark(cfg)
+    # the router reads more of each train split than the experts were trained on
+    assert report["router_train"]["n_train"] == 4 * 120
     check_report(report, sorted(p.name for p in data.iterdir()))
     assert report["eval_split"] == "dev"
     assert report["gating_train_config"]["mlp_hidden"] == 16  # the MLP router was trained
     assert report["compute"]["reduction"] > 0.2  # branch experts above the split are skipped
+
+
+def test_a_router_fraction_outside_0_1_is_refused_with_its_name(tiny_data, tmp_path):
+    data, _ = tiny_data
+    with pytest.raises(CommandError, match=r"--router-fraction must be in \[0, 1\), got 1.5"):
+        call_command("moe_benchmark", "--scenario", "marketplace", "--data-dir", str(data),
+                     "--out", str(tmp_path / "r.json"), "--router-fraction", "1.5")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_router_rows_beyond_the_experts_cap_are_a_superset_of_the_experts_rows(tiny_data):
+    data, _ = tiny_data
+    cfg = BenchmarkConfig(data_dir=str(data), max_train_per_domain=40, router_max_per_domain=100)
+    experts, routed = load_domains(cfg), router_domains(cfg, load_domains(cfg))
+    for e, r in zip(experts, routed, strict=True):
+        assert len(e.train) == 40 and len(r.train) == 100
+        assert set(e.train) <= set(r.train) and r.dev == e.dev, e.name
+    same = replace(cfg, router_max_per_domain=30)  # a smaller cap is train_gating's to apply
+    assert router_domains(same, experts) is experts
+    assert router_domains(replace(cfg, router_max_per_domain=None), experts) is experts
 
 
 def test_the_marketplace_scenario_adds_its_block_to_the_plain_report(tiny_data, tmp_path):
@@ -127,6 +150,7 @@ def test_the_marketplace_scenario_adds_its_block_to_the_plain_report(tiny_data, 
     out = tmp_path / "market.json"
     call_command(
         "moe_benchmark", "--scenario", "marketplace", "--contributors-per-domain", "2",
+        "--router-fraction", "0.2",
         "--data-dir", str(data), "--eval-dir", str(evals), "--out", str(out),
         "--expert-epochs", "2", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
         stdout=open(os.devnull, "w"),
@@ -146,6 +170,10 @@ def test_the_marketplace_scenario_adds_its_block_to_the_plain_report(tiny_data, 
             "shapley", "shapley_ci95", "leave_one_out"}
         lo, hi = row["credit"]["shapley_ci95"]
         assert lo <= row["credit"]["shapley"] <= hi, key
+    for d in domains:  # the routers' rows are held out from every contributor's shard
+        shards = sum(r["n_train"] for r in experts.values()
+                     if r["domain"] == d and r["role"] == "shard")
+        assert market["config"]["n_router"][d] == 30 and shards + 30 == 150, d
     assert set(market["summary"]) == {"best_single", "pooled", "moe", "moe_unregularized"}
     for row in market["summary"].values():
         assert set(row) == SCORES and all(0 <= v <= 1 for v in row.values())

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from training.ml.marketplace import dirichlet_shards
+import pytest
+
+from experts.ml.data import DomainData
+from training.ml.marketplace import dirichlet_shards, platform_split
 
 
 def test_it_splits_train_rows_into_disjoint_unequal_label_skewed_shards():
@@ -16,3 +19,15 @@ def test_it_splits_train_rows_into_disjoint_unequal_label_skewed_shards():
     shares = [max(Counter(y for _, y in s).values()) / len(s) for s in shards]
     assert max(shares) > 0.4
     assert dirichlet_shards(rows, 3, alpha=0.5, seed=0) == shards  # deterministic per seed
+
+
+def test_the_routers_rows_are_held_out_from_every_contributor():
+    rows = [(f"text {i}", "ab"[i % 2]) for i in range(100)]
+    domain = DomainData(name="d", description="", labels=["a", "b"], train=rows, dev=[])
+    contributed, for_router = platform_split(domain, 0.2, seed=3)
+    assert len(for_router) == 20 and not set(contributed) & set(for_router)
+    assert sorted(contributed + for_router) == sorted(rows)
+    assert platform_split(domain, 0.2, seed=3) == (contributed, for_router)
+    assert platform_split(domain, 0.0, seed=3) == (rows, rows)  # the old behaviour, on request
+    with pytest.raises(ValueError, match="router_fraction"):
+        platform_split(domain, 1.0, seed=3)

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from training.ml.benchmark import BenchmarkConfig, run_benchmark
 from training.ml.benchmark_report import markdown_table
+from training.ml.marketplace import ROUTER_FRACTION, MarketplaceConfig, run_marketplace
 
 
 class Command(BaseCommand):
@@ -22,7 +23,11 @@ class Command(BaseCommand):
         parser.add_argument("--expert-kind", choices=["head", "branch", "lora"], default="head")
         parser.add_argument("--top-k", type=int, default=1)
         parser.add_argument("--max-train-per-domain", type=int)
-        parser.add_argument("--router-max-per-domain", type=int)
+        parser.add_argument(
+            "--router-max-per-domain", type=int,
+            help="router training rows per domain, sampled from the whole train split (may "
+            "exceed --max-train-per-domain, as on the platform, where the router reads the "
+            "domain's dataset; default: the experts' rows)")
         parser.add_argument("--split-layer", type=int)
         parser.add_argument("--expert-epochs", type=int)
         parser.add_argument(
@@ -48,6 +53,11 @@ class Command(BaseCommand):
             help="marketplace: K contributors per domain (Dirichlet label-skewed shards), a "
             "near-duplicate and a junk expert per domain, with Shapley credit")
         parser.add_argument("--contributors-per-domain", type=int, default=3)
+        parser.add_argument(
+            "--router-fraction", type=float, default=ROUTER_FRACTION,
+            help="marketplace: share of each domain's train rows kept from every contributor "
+            f"for the routers (default {ROUTER_FRACTION}; 0 = routers train on the "
+            "contributors' own rows)")
         parser.add_argument("--save-dir", help="keep the trained experts (artifacts that upload "
                             "as they are) and the gating bundle in this folder")
 
@@ -55,6 +65,9 @@ class Command(BaseCommand):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         if not Path(opts["data_dir"]).is_dir():
             raise CommandError(f"--data-dir {opts['data_dir']} is not a folder")
+        if not 0 <= opts["router_fraction"] < 1:
+            raise CommandError(
+                f"--router-fraction must be in [0, 1), got {opts['router_fraction']}")
         cfg = BenchmarkConfig(
             data_dir=opts["data_dir"], eval_dir=opts["eval_dir"],
             expert_kind=opts["expert_kind"], top_k=opts["top_k"],
@@ -72,10 +85,9 @@ class Command(BaseCommand):
         # domain, the baseline, the oracle), run first on the same data and feature cache.
         report = run_benchmark(cfg)
         if opts["scenario"] == "marketplace":
-            from training.ml.marketplace import MarketplaceConfig, run_marketplace
-
             report["marketplace"] = run_marketplace(MarketplaceConfig(
-                bench=cfg, contributors_per_domain=opts["contributors_per_domain"]))
+                bench=cfg, contributors_per_domain=opts["contributors_per_domain"],
+                router_fraction=opts["router_fraction"]))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2), encoding="utf-8")
         self.stdout.write(markdown_table(report))
