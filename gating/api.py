@@ -171,13 +171,14 @@ class Predict(StrictQueryParams, APIView):
                    description="Classify texts with the production gating model: per text the "
                                "domain, label, confidence and the routed experts with weights. "
                                "top_k (1 to the model's number of experts) sends each text to "
-                               "that many experts instead of the model's own top_k.")
+                               "that many experts instead of the model's own top_k; each text "
+                               "then counts top_k times against the client's text budget.")
     def post(self, request):
         if not isinstance(request.data, dict) or "texts" not in request.data:
             raise DomainError('send a JSON object {"texts": ["...", ...]}', code="invalid_texts")
         refuse_unknown_fields(request.data, PredictRequestSerializer())
         texts = serving.check_texts(request.data["texts"])
         top_k = serving.check_top_k(request.data.get("top_k"))
-        if (wait := PREDICT_WORK.charge(request, predict_work(texts))) is not None:
+        if (wait := PREDICT_WORK.charge(request, predict_work(texts, top_k=top_k))) is not None:
             raise Throttled(wait=wait, detail=predict_budget_message())
         return Response(serving.predict(texts, client=client_key(request), top_k=top_k))

@@ -81,8 +81,11 @@ class WorkThrottle:
 PREDICT_WORK = WorkThrottle("predict", units=("texts", "chars"))
 
 
-def predict_work(texts: list[str]) -> dict[str, int]:
-    return {"texts": len(texts), "chars": sum(len(t) for t in texts)}
+def predict_work(texts: list[str], *, top_k: int | None = None) -> dict[str, int]:
+    """The work of one predict call. A request that sets top_k asks each text to run through
+    that many experts (a LoRA expert is a whole backbone pass each), so its texts count top_k
+    times; without it the model's own top_k is the platform's choice and a text counts once."""
+    return {"texts": len(texts) * (top_k or 1), "chars": sum(len(t) for t in texts)}
 
 
 def predict_budget_message() -> str:
@@ -90,4 +93,5 @@ def predict_budget_message() -> str:
     per = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
     (texts, p_texts), (chars, p_chars) = rates["texts"], rates["chars"]
     return (f"too much work asked for: each client may send at most {texts} texts per "
-            f"{per[p_texts]} and {chars} characters per {per[p_chars]}")
+            f"{per[p_texts]} and {chars} characters per {per[p_chars]} (a request that sets top_k "
+            "counts each text once per expert it asks for)")

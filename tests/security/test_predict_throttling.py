@@ -130,6 +130,18 @@ def test_it_bounds_the_texts_a_client_sends_per_minute(db, small_work_budget, an
     assert _texts(client, 4, REMOTE_ADDR="10.0.0.9").status_code == 200
 
 
+def test_a_request_that_sets_top_k_pays_for_each_expert_it_asks_for(db, small_work_budget,
+                                                                     answered):
+    client = api_client_for(None)
+    two = {"texts": ["x"] * 2, "top_k": 2}
+    assert [client.post(URL, two, format="json").status_code for _ in range(2)] == [200, 200]
+    blocked = client.post(URL, two, format="json")
+    assert blocked.status_code == 429, "3 x 2 texts x 2 experts is over the budget of 10"
+    assert "once per expert it asks for" in blocked.json()["error"]["message"]
+    assert _texts(client, 2).status_code == 200  # without top_k a text counts once: 8 + 2
+    assert _texts(client, 1).status_code == 429
+
+
 def test_it_bounds_the_characters_a_client_sends_per_minute(db, small_work_budget, answered):
     client = api_client_for(None)
     assert _texts(client, 1, chars=150).status_code == 200
