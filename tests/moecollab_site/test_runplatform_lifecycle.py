@@ -30,6 +30,13 @@ URL_LINE = re.compile(r"MoECollab is running at (http://\S+/)")
 WORKER_LINE = re.compile(r"worker: pid (\d+)")
 
 
+def _as_from_a_terminal() -> None:
+    """Ctrl-C at its default, as in a terminal: a shell without job control (`pytest ... &`
+    in a script) starts its background children with SIGINT ignored, and Python then installs
+    no KeyboardInterrupt handler, so runplatform would never see the signal under test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -49,7 +56,8 @@ class Platform:
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "runplatform", "--no-demo",
              "--addr", f"127.0.0.1:{self.port}"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=_as_from_a_terminal)
         self.lines: list[str] = []
         self.worker_pid: int | None = None
         self._reader = threading.Thread(target=self._read, daemon=True)
