@@ -47,9 +47,11 @@ class Predictions:
 @torch.no_grad()
 def predict_moe(
     moe: MixtureOfExperts, trunks: TrunkSet, *, top_k: int | None = None, dense: bool = False,
-    exclude: Sequence[int] = (), batch_size: int = 128, device: str | torch.device = "cpu",
+    within_domain: bool = False, exclude: Sequence[int] = (), batch_size: int = 128,
+    device: str | torch.device = "cpu",
 ) -> Predictions:
-    """Routed (or dense) union-space predictions of the real MoE forward, in input order."""
+    """Routed (dense, or mixed within the chosen domain) union-space predictions of the real
+    MoE forward, in input order."""
     moe.eval()
     n = len(trunks)
     pred = torch.empty(n, dtype=torch.long)
@@ -57,7 +59,7 @@ def predict_moe(
     k = min(top_k or moe.router.config.top_k, moe.n_experts - len(exclude))
     topk = torch.empty(n, k, dtype=torch.long)
     for rows, batch in trunks.batches(batch_size, device=device):
-        out = moe(batch, top_k=k, dense=dense, exclude=exclude)
+        out = moe(batch, top_k=k, dense=dense, within_domain=within_domain, exclude=exclude)
         pred[rows] = out.log_probs.argmax(dim=1).cpu()
         probs[rows] = out.probs.cpu()
         topk[rows] = out.topk_idx.cpu()
@@ -81,13 +83,13 @@ def score_union(
 
 def evaluate_moe(
     moe: MixtureOfExperts, sets: Sequence[EvalSet], *, top_k: int | None = None,
-    dense: bool = False, exclude: Sequence[int] = (), batch_size: int = 128,
-    device: str | torch.device = "cpu",
+    dense: bool = False, within_domain: bool = False, exclude: Sequence[int] = (),
+    batch_size: int = 128, device: str | torch.device = "cpu",
 ) -> tuple[dict, list[Predictions]]:
     """score_union of the MoE's predictions on every set, plus the raw predictions."""
     predictions = [
-        predict_moe(moe, s.trunks, top_k=top_k, dense=dense, exclude=exclude,
-                    batch_size=batch_size, device=device)
+        predict_moe(moe, s.trunks, top_k=top_k, dense=dense, within_domain=within_domain,
+                    exclude=exclude, batch_size=batch_size, device=device)
         for s in sets
     ]
     return score_union(sets, [p.pred for p in predictions], moe.label_space), predictions
@@ -240,7 +242,7 @@ def evaluate_gating(
     if credit_groups:
         out["shapley_by_contributor"] = sh["groups"]
         out["shapley_by_contributor_ci95"] = sh["groups_ci95"]
-    out["row_hits"] = _row_hits(sets, preds)
+    out["row_hits"] = row_hits(sets, preds)
     out["rows_digest"] = _rows_digest(domains, used)
     for per_domain in (out["domains"], out["dense"]["domains"],
                        (out.get("unregularized") or {}).get("domains") or {}):
@@ -259,7 +261,7 @@ def with_intervals(per_domain: dict[str, dict], n_eval: dict[str, int]) -> dict:
     return per_domain
 
 
-def _row_hits(sets: Sequence[EvalSet], preds: Sequence[Predictions]) -> dict[str, str]:
+def row_hits(sets: Sequence[EvalSet], preds: Sequence[Predictions]) -> dict[str, str]:
     """domain -> one '1'/'0' per evaluation row: whether the routed prediction was right."""
     return {s.domain: "".join("1" if h else "0" for h in (p.pred == s.targets).tolist())
             for s, p in zip(sets, preds, strict=True)}

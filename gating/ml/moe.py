@@ -174,6 +174,25 @@ class MixtureOfExperts(nn.Module):
         """log p_i(y|x) of expert i on all rows of its trunk view, float32 (B, C_i)."""
         return torch.log_softmax(self.experts[i](view).float(), dim=-1)
 
+    def _within_domain(self, probs: torch.Tensor, exclude: Sequence[int]
+                       ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """expert -> (its rows, their weights): every expert of each row's most probable domain,
+        its probability renormalised over that domain's (not excluded) experts."""
+        names = sorted(set(self.expert_domains()))
+        of = torch.tensor([names.index(d) for d in self.expert_domains()], device=probs.device)
+        best = probs.new_zeros(probs.shape[0], len(names)).index_add(1, of, probs).argmax(dim=1)
+        inside = of[None, :] == best[:, None]  # (B, E)
+        if exclude:
+            inside[:, list(exclude)] = False
+        w = probs * inside
+        w = w / w.sum(dim=1, keepdim=True).clamp_min(PROB_FLOOR)
+        chosen = {}
+        for i in range(self.n_experts):
+            rows = inside[:, i].nonzero().squeeze(1)
+            if rows.numel():
+                chosen[i] = (rows, w[:, i].index_select(0, rows))
+        return chosen
+
     def _run(self, trunk, rows_of: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """log p_i(y|x) of each expert i on its rows: (n_i, C_i) each.
 
@@ -207,6 +226,7 @@ class MixtureOfExperts(nn.Module):
         *,
         top_k: int | None = None,
         dense: bool = False,
+        within_domain: bool = False,
         exclude: Sequence[int] = (),
         router_input: torch.Tensor | None = None,
     ) -> MoEOutput:
@@ -215,6 +235,9 @@ class MixtureOfExperts(nn.Module):
         trunk: a LayeredBatch (each expert reads its split layer, the router its input
         layers) or, when every expert reads one layer, that layer's TrunkBatch.
         dense=True runs every expert with the full softmax weights (the dense reference).
+        within_domain=True picks each row's most probable domain (the router's probabilities
+        summed over a domain's experts) and mixes every expert of that domain, weighted by its
+        probability renormalised over them (one expert per domain: the same as top-1).
         exclude: experts removed from the pool; the router renormalises over the rest
         (leave-one-out contribution).
         router_input: (B, R) precomputed router features (else read from the trunk).
@@ -234,6 +257,8 @@ class MixtureOfExperts(nn.Module):
         if dense:
             every = torch.arange(batch, device=probs.device)
             chosen = {i: (every, probs[:, i]) for i in range(self.n_experts) if i not in exclude}
+        elif within_domain:
+            chosen = self._within_domain(probs, exclude)
         else:
             chosen = {}
             for i in range(self.n_experts):

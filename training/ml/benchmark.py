@@ -29,7 +29,7 @@ from experts.ml.backbone import (
     resolve_device,
 )
 from experts.ml.common import ProgressFn, StopFn, check_stop
-from experts.ml.data import DomainData, load_domain_dir
+from experts.ml.data import DomainData, load_domain_dir, subsample
 from experts.ml.features import FeatureCache
 from experts.ml.inference import open_encoder
 from experts.ml.lora import save_lora_artifact
@@ -95,29 +95,34 @@ def gating_config(cfg: BenchmarkConfig, device: torch.device) -> GatingTrainConf
     return gating
 
 
-def router_domains(cfg: BenchmarkConfig, domains: list[DomainData]) -> list[DomainData]:
-    """The domains as the router sees them: more train rows than the experts when asked."""
-    cap, expert_cap = cfg.router_max_per_domain, cfg.max_train_per_domain
-    if cap is None or expert_cap is None or cap <= expert_cap:
-        return domains  # the experts' rows (train_gating applies a smaller cap itself)
-    return load_domains(replace(cfg, max_train_per_domain=cap))
+def load_domain_views(cfg: BenchmarkConfig) -> tuple[list[DomainData], list[DomainData]]:
+    """(the experts' domains, the router's domains): every domain folder under data_dir, sorted
+    by name, each read once.
 
-
-def load_domains(cfg: BenchmarkConfig) -> list[DomainData]:
-    """Every domain folder under data_dir, sorted by name; test split from eval_dir if given."""
+    Both are stratified samples of the whole train split with the same seed, so the router's
+    rows contain the experts' when router_max_per_domain is the larger cap (on the platform the
+    router reads the domain's dataset, whatever the experts were trained on). Otherwise the two
+    are the same list (train_gating applies a smaller router cap itself). The test split comes
+    from eval_dir when given.
+    """
     root = Path(cfg.data_dir)
     folders = sorted(p for p in root.iterdir() if (p / "domain.json").is_file())
     if not folders:
         raise FileNotFoundError(f"no domain folders (with domain.json) in {root}")
-    domains = []
-    for folder in folders:
-        eval_file = Path(cfg.eval_dir) / folder.name / "test.jsonl" if cfg.eval_dir else None
-        domains.append(
-            load_domain_dir(
-                folder, max_train=cfg.max_train_per_domain, seed=cfg.seed, eval_file=eval_file
-            )
-        )
-    return domains
+    full = [load_domain_dir(folder, eval_file=Path(cfg.eval_dir) / folder.name / "test.jsonl"
+                            if cfg.eval_dir else None)
+            for folder in folders]
+
+    def capped(cap: int | None) -> list[DomainData]:
+        if cap is None:
+            return full
+        return [replace(d, train=subsample(d.train, cap, seed=cfg.seed)) for d in full]
+
+    experts = capped(cfg.max_train_per_domain)
+    cap, expert_cap = cfg.router_max_per_domain, cfg.max_train_per_domain
+    if cap is None or expert_cap is None or cap <= expert_cap:
+        return experts, experts
+    return experts, capped(cap)
 
 
 def count_params(module: nn.Module) -> int:
@@ -177,8 +182,7 @@ def run_benchmark(
         if on_progress is not None:
             on_progress(STAGES.index(stage), len(STAGES), stage)
 
-    domains = load_domains(cfg)
-    routed = router_domains(cfg, domains)
+    domains, routed = load_domain_views(cfg)
     backbone = load_backbone(BackboneConfig(device=str(device)))
     cache = feature_cache(cfg, backbone)
     base = ExpertTrainConfig(

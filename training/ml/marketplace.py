@@ -8,12 +8,16 @@ shuffled labels). Routers over every expert (with and without the balance and en
 over the best single contributor per domain, and over one expert per domain trained on the
 pooled shards are all trained and scored with the platform's functions (train_expert,
 train_gating, evaluate_gating); credit is evaluate_gating's Shapley and leave-one-out.
+With --router-max-per-domain above --max-train-per-domain the routers also read the train rows
+beyond the experts' sample, which no contributor holds (as the platform's router reads the
+domain's whole dataset).
 """
 from __future__ import annotations
 
 import logging
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, replace
 
 import torch
@@ -22,7 +26,7 @@ from experts.ml.backbone import BackboneConfig, load_backbone, resolve_device
 from experts.ml.common import StopFn
 from experts.ml.data import DomainData, Example, hold_out
 from experts.ml.trunk import TrunkSpec, expert_logits
-from gating.ml.evaluate import eval_rows, eval_sets, evaluate_gating
+from gating.ml.evaluate import eval_rows, eval_sets, evaluate_gating, evaluate_moe, row_hits
 from gating.ml.metrics import classification_report
 from gating.ml.stats import compare_reports
 from gating.ml.training import train_gating
@@ -31,7 +35,7 @@ from training.ml.benchmark import (
     _threads,
     feature_cache,
     gating_config,
-    load_domains,
+    load_domain_views,
 )
 from training.ml.expert_train import ExpertTrainConfig, train_expert
 
@@ -55,13 +59,18 @@ class MarketplaceConfig:
     router_fraction: float = ROUTER_FRACTION  # share of train rows only the routers see
 
 
+def check_router_fraction(fraction: float, *, name: str = "router_fraction") -> None:
+    """ValueError naming `name` unless 0 <= fraction < 1 (1 would leave no contributor data)."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {fraction}")
+
+
 def platform_split(domain: DomainData, fraction: float, *, seed: int
                    ) -> tuple[list[Example], list[Example]]:
     """(contributors' rows, routers' rows): a shuffled slice of the train split for the routers."""
-    if fraction <= 0:
+    check_router_fraction(fraction)
+    if fraction == 0:
         return list(domain.train), list(domain.train)
-    if not fraction < 1:
-        raise ValueError(f"router_fraction must be in [0, 1), got {fraction}")
     return hold_out(domain.train, fraction=fraction, seed=seed,
                     what=f"domain {domain.name!r}'s train split")
 
@@ -109,7 +118,7 @@ def run_marketplace(cfg: MarketplaceConfig, *, should_stop: StopFn | None = None
     t0 = time.perf_counter()
     b = cfg.bench
     device = resolve_device(b.device)
-    domains = load_domains(b)
+    domains, routed = load_domain_views(b)
     backbone = load_backbone(BackboneConfig(device=str(device)))
     cache = feature_cache(b, backbone)
     base = ExpertTrainConfig(kind=b.expert_kind, seed=b.seed, device=str(device),
@@ -121,6 +130,7 @@ def run_marketplace(cfg: MarketplaceConfig, *, should_stop: StopFn | None = None
     spec = TrunkSpec.of(pooled=[*([] if b.expert_kind == "lora" else [split]), *router_layers],
                         tokens=[split] if b.expert_kind == "branch" else [])
     texts = [t for d in domains for rows in (d.train, d.dev, eval_rows(d)[0]) for t, _ in rows]
+    texts += [t for d in routed for t, _ in d.train]  # rows beyond the experts' cap, if any
     cache.load(list(dict.fromkeys(texts)), spec)
 
     meta: dict[str, dict] = {}
@@ -136,10 +146,12 @@ def run_marketplace(cfg: MarketplaceConfig, *, should_stop: StopFn | None = None
         meta[key] = {"domain": domain.name, "n_train": len(rows), **info}
 
     k = cfg.contributors_per_domain
-    router_domains: list[DomainData] = []
-    for di, d in enumerate(domains):
+    router_sets: list[DomainData] = []
+    for di, (d, r) in enumerate(zip(domains, routed, strict=True)):
         contributed, for_router = platform_split(d, cfg.router_fraction, seed=b.seed + di)
-        router_domains.append(replace(d, train=for_router))
+        # rows beyond the experts' cap (--router-max-per-domain) are no contributor's
+        beyond = list((Counter(r.train) - Counter(d.train)).elements())
+        router_sets.append(replace(d, train=for_router + beyond))
         d = replace(d, train=contributed)
         shards = dirichlet_shards(d.train, k, alpha=cfg.alpha, seed=b.seed + di,
                                   min_shard=cfg.min_shard)
@@ -162,7 +174,7 @@ def run_marketplace(cfg: MarketplaceConfig, *, should_stop: StopFn | None = None
     def route(keys: list[str], experts: list, groups=None) -> dict:
         with _threads(b.small_model_threads):
             model = train_gating(gating_cfg, experts=experts, keys=keys,
-                                 domains=router_domains, cache=cache,
+                                 domains=router_sets, cache=cache,
                                  should_stop=should_stop).model
             sets, _ = eval_sets(model, domains, cache)
             return {"model": model, "sets": sets, "eval": evaluate_gating(
@@ -186,6 +198,12 @@ def run_marketplace(cfg: MarketplaceConfig, *, should_stop: StopFn | None = None
                     [pooled[d.name].expert.to(device).eval() for d in domains])
 
     ev = full["eval"]
+    # Mixing instead of picking, where it is cheap: every expert of the input's most probable
+    # domain (head experts cost a matrix product each beside the shared trunk).
+    within, within_preds = evaluate_moe(full["model"].moe, full["sets"], within_domain=True,
+                                        batch_size=b.eval_batch_size, device=device)
+    within = {**within, "row_hits": row_hits(full["sets"], within_preds),
+              "rows_digest": ev["rows_digest"]}
     space = full["model"].moe.label_space
     set_of = {s.domain: s for s in full["sets"]}
     load = ev["routing"]["load"]
@@ -205,21 +223,28 @@ def run_marketplace(cfg: MarketplaceConfig, *, should_stop: StopFn | None = None
     return {
         "config": {"contributors_per_domain": k, "alpha": cfg.alpha, "min_shard": cfg.min_shard,
                    "router_fraction": cfg.router_fraction,
-                   "n_router": {d.name: len(d.train) for d in router_domains},
+                   "n_router": {d.name: len(d.train) for d in router_sets},
                    "expert_kind": b.expert_kind, "top_k": b.top_k, "seed": b.seed,
                    "device": str(device), "best_single": best,
                    "shapley": ev["shapley_method"]},
         "experts": experts_out,
         "summary": {"best_single": pick(single["eval"]["summary"]),
                     "pooled": pick(central["eval"]["summary"]), "moe": pick(ev["summary"]),
-                    "moe_unregularized": pick(ev["unregularized"]["summary"])},
+                    "moe_unregularized": pick(ev["unregularized"]["summary"]),
+                    # the same router and experts, every expert weighted by the full softmax
+                    # (what mixing instead of picking would buy; no compute saved)
+                    "moe_dense": pick(ev["dense"]["summary"]),
+                    "moe_within_domain": pick(within["summary"])},
         "domains": {"best_single": single["eval"]["domains"],
                     "pooled": central["eval"]["domains"], "moe": ev["domains"],
-                    "moe_unregularized": ev["unregularized"]["domains"]},
+                    "moe_unregularized": ev["unregularized"]["domains"],
+                    "moe_dense": ev["dense"]["domains"],
+                    "moe_within_domain": within["domains"]},
         # paired on the same evaluation rows: moe (candidate) minus the other model, with a
         # 95 % interval per domain and for the summary (gating.ml.stats.compare_reports)
         "comparisons": {"moe_vs_best_single": compare_reports(ev, single["eval"]),
-                        "moe_vs_pooled": compare_reports(ev, central["eval"])},
+                        "moe_vs_pooled": compare_reports(ev, central["eval"]),
+                        "moe_within_domain_vs_pooled": compare_reports(within, central["eval"])},
         "routing": ev["routing"],
         "routing_unregularized": ev["unregularized"]["routing"],
         "contributors": {c: {"shapley": ev["shapley_by_contributor"][c],

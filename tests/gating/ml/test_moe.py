@@ -66,6 +66,28 @@ def test_it_adds_up_two_experts_serving_one_domain(trunk_cls, stub_expert):
     assert torch.allclose(p, expected.expand(2, 3), atol=1e-6)
 
 
+def test_it_mixes_every_expert_of_the_most_probable_domain_within_domain(
+    trunk_cls, stub_expert
+):
+    a1 = stub_expert("a", ["x", "y"], logits=logs(0.5, 0.5))
+    a2 = stub_expert("a", ["y", "z"], logits=logs(0.1, 0.9))
+    b = stub_expert("b", ["u", "v"], logits=logs(0.2, 0.8), seed=1)
+    # b is the single most probable expert, domain a the most probable domain (0.6 > 0.4)
+    moe = MixtureOfExperts(fixed_router([0.2, 0.4, 0.4]), [a1, a2, b]).eval()
+    trunk = trunk_cls(pooled=torch.randn(3, 4))
+    p = moe(trunk, within_domain=True).log_probs.exp()  # a:x, a:y, a:z, b:u, b:v
+    w1, w2 = 0.2 / 0.6, 0.4 / 0.6
+    expected = torch.tensor([w1 * 0.5, w1 * 0.5 + w2 * 0.1, w2 * 0.9, 0.0, 0.0])
+    assert torch.allclose(p, expected.expand(3, 5), atol=1e-6)
+    assert b.calls == 0  # the other domain's expert does not run
+    left_out = moe(trunk, within_domain=True, exclude=[1]).log_probs.exp()  # a1 vs b: 1/3 vs 2/3
+    assert torch.allclose(left_out[0], torch.tensor([0.0, 0.0, 0.0, 0.2, 0.8]), atol=1e-6)
+    # one expert per domain: within the domain is top-1
+    single = MixtureOfExperts(fixed_router([0.3, 0.7]), [a1, b]).eval()
+    assert torch.allclose(single(trunk, within_domain=True).log_probs,
+                          single(trunk).log_probs, atol=1e-6)
+
+
 def test_it_never_runs_an_expert_no_row_was_routed_to(trunk_cls, stub_expert):
     a, b = stub_expert("a", ["x", "y"]), stub_expert("b", ["u", "v"], seed=1)
     moe = MixtureOfExperts(sign_router(), [a, b]).eval()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from training.ml.benchmark import BenchmarkConfig, load_domains, router_domains, run_benchmark
+from training.ml.benchmark import BenchmarkConfig, load_domain_views, run_benchmark
 from training.ml.benchmark_report import markdown_table
 
 REPO = Path(__file__).resolve().parents[3]
@@ -136,13 +136,15 @@ def test_a_router_fraction_outside_0_1_is_refused_with_its_name(tiny_data, tmp_p
 def test_router_rows_beyond_the_experts_cap_are_a_superset_of_the_experts_rows(tiny_data):
     data, _ = tiny_data
     cfg = BenchmarkConfig(data_dir=str(data), max_train_per_domain=40, router_max_per_domain=100)
-    experts, routed = load_domains(cfg), router_domains(cfg, load_domains(cfg))
+    experts, routed = load_domain_views(cfg)
     for e, r in zip(experts, routed, strict=True):
         assert len(e.train) == 40 and len(r.train) == 100
         assert set(e.train) <= set(r.train) and r.dev == e.dev, e.name
-    same = replace(cfg, router_max_per_domain=30)  # a smaller cap is train_gating's to apply
-    assert router_domains(same, experts) is experts
-    assert router_domains(replace(cfg, router_max_per_domain=None), experts) is experts
+    # the experts' rows are what the experts' cap alone samples (as before the router cap)
+    assert load_domain_views(replace(cfg, router_max_per_domain=None))[0] == experts
+    for smaller in (30, None):  # a smaller cap is train_gating's to apply
+        e, r = load_domain_views(replace(cfg, router_max_per_domain=smaller))
+        assert r is e
 
 
 def test_the_marketplace_scenario_adds_its_block_to_the_plain_report(tiny_data, tmp_path):
@@ -150,7 +152,8 @@ def test_the_marketplace_scenario_adds_its_block_to_the_plain_report(tiny_data, 
     out = tmp_path / "market.json"
     call_command(
         "moe_benchmark", "--scenario", "marketplace", "--contributors-per-domain", "2",
-        "--router-fraction", "0.2",
+        "--router-fraction", "0.2", "--max-train-per-domain", "100",
+        "--router-max-per-domain", "150",
         "--data-dir", str(data), "--eval-dir", str(evals), "--out", str(out),
         "--expert-epochs", "2", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
         stdout=open(os.devnull, "w"),
@@ -170,18 +173,23 @@ def test_the_marketplace_scenario_adds_its_block_to_the_plain_report(tiny_data, 
             "shapley", "shapley_ci95", "leave_one_out"}
         lo, hi = row["credit"]["shapley_ci95"]
         assert lo <= row["credit"]["shapley"] <= hi, key
-    for d in domains:  # the routers' rows are held out from every contributor's shard
+    for d in domains:  # the routers' rows are held out from every contributor's shard: a
+        # fifth of the experts' 100 rows, and the 50 rows beyond the experts' cap
         shards = sum(r["n_train"] for r in experts.values()
                      if r["domain"] == d and r["role"] == "shard")
-        assert market["config"]["n_router"][d] == 30 and shards + 30 == 150, d
-    assert set(market["summary"]) == {"best_single", "pooled", "moe", "moe_unregularized"}
+        assert market["config"]["n_router"][d] == 20 + 50 and shards == 80, d
+    assert set(market["summary"]) == {"best_single", "pooled", "moe", "moe_unregularized",
+                                      "moe_dense", "moe_within_domain"}
+    assert set(market["domains"]) == set(market["summary"])
+    assert set(market["domains"]["moe_dense"]) == set(domains)
     for row in market["summary"].values():
         assert set(row) == SCORES and all(0 <= v <= 1 for v in row.values())
     for key in ("routing", "routing_unregularized"):
         assert set(market[key]) >= ROUTING and set(market[key]["load"]) == set(experts)
     assert set(market["contributors"]) == {row["contributor"] for row in experts.values()}
-    for name in ("moe_vs_best_single", "moe_vs_pooled"):
+    for name, model in (("moe_vs_best_single", "moe"), ("moe_vs_pooled", "moe"),
+                        ("moe_within_domain_vs_pooled", "moe_within_domain")):
         summary = market["comparisons"][name]["summary"]
-        assert summary["paired"] and summary["candidate"] == market["summary"]["moe"]["accuracy"]
+        assert summary["paired"] and summary["candidate"] == market["summary"][model]["accuracy"]
         lo, hi = summary["interval"]
         assert lo <= summary["difference"] <= hi

@@ -29,5 +29,6 @@ def test_the_routers_rows_are_held_out_from_every_contributor():
     assert sorted(contributed + for_router) == sorted(rows)
     assert platform_split(domain, 0.2, seed=3) == (contributed, for_router)
     assert platform_split(domain, 0.0, seed=3) == (rows, rows)  # the old behaviour, on request
-    with pytest.raises(ValueError, match="router_fraction"):
-        platform_split(domain, 1.0, seed=3)
+    for wrong in (1.0, -0.1):
+        with pytest.raises(ValueError, match=r"router_fraction must be in \[0, 1\)"):
+            platform_split(domain, wrong, seed=3)

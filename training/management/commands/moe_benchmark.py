@@ -9,7 +9,12 @@ from django.core.management.base import BaseCommand, CommandError
 
 from training.ml.benchmark import BenchmarkConfig, run_benchmark
 from training.ml.benchmark_report import markdown_table
-from training.ml.marketplace import ROUTER_FRACTION, MarketplaceConfig, run_marketplace
+from training.ml.marketplace import (
+    ROUTER_FRACTION,
+    MarketplaceConfig,
+    check_router_fraction,
+    run_marketplace,
+)
 
 
 class Command(BaseCommand):
@@ -65,9 +70,10 @@ class Command(BaseCommand):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         if not Path(opts["data_dir"]).is_dir():
             raise CommandError(f"--data-dir {opts['data_dir']} is not a folder")
-        if not 0 <= opts["router_fraction"] < 1:
-            raise CommandError(
-                f"--router-fraction must be in [0, 1), got {opts['router_fraction']}")
+        try:
+            check_router_fraction(opts["router_fraction"], name="--router-fraction")
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         cfg = BenchmarkConfig(
             data_dir=opts["data_dir"], eval_dir=opts["eval_dir"],
             expert_kind=opts["expert_kind"], top_k=opts["top_k"],
