@@ -154,6 +154,10 @@ class MixtureOfExperts(nn.Module):
             cols = self.label_space.indices(expert.config.domain, list(expert.config.labels))
             # Buffers so the index maps follow .to(device); not saved with the weights.
             self.register_buffer(f"_cols_{i}", torch.tensor(cols, dtype=torch.long), False)
+        # Each expert's domain as an index (sorted names), for mixing within a domain.
+        names = sorted({e.config.domain for e in experts})
+        self.register_buffer("_domain_of", torch.tensor(
+            [names.index(e.config.domain) for e in experts], dtype=torch.long), False)
         # LoRA experts share banks (one PeftModel each): children here so .to(device) moves
         # them; each bank runs once per forward for every row routed to any of its adapters.
         banks = {id(e.bank): e.bank for e in experts if needs_ids(e)}
@@ -175,23 +179,16 @@ class MixtureOfExperts(nn.Module):
         return torch.log_softmax(self.experts[i](view).float(), dim=-1)
 
     def _within_domain(self, probs: torch.Tensor, exclude: Sequence[int]
-                       ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """expert -> (its rows, their weights): every expert of each row's most probable domain,
-        its probability renormalised over that domain's (not excluded) experts."""
-        names = sorted(set(self.expert_domains()))
-        of = torch.tensor([names.index(d) for d in self.expert_domains()], device=probs.device)
-        best = probs.new_zeros(probs.shape[0], len(names)).index_add(1, of, probs).argmax(dim=1)
-        inside = of[None, :] == best[:, None]  # (B, E)
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, E) which experts run on each row and their weights: every (not excluded) expert
+        of the row's most probable domain, its probability renormalised over them."""
+        of = self._domain_of
+        per_domain = probs.new_zeros(probs.shape[0], int(of.max()) + 1).index_add(1, of, probs)
+        inside = of[None, :] == per_domain.argmax(dim=1)[:, None]  # (B, E)
         if exclude:
             inside[:, list(exclude)] = False
         w = probs * inside
-        w = w / w.sum(dim=1, keepdim=True).clamp_min(PROB_FLOOR)
-        chosen = {}
-        for i in range(self.n_experts):
-            rows = inside[:, i].nonzero().squeeze(1)
-            if rows.numel():
-                chosen[i] = (rows, w[:, i].index_select(0, rows))
-        return chosen
+        return inside, w / w.sum(dim=1, keepdim=True).clamp_min(PROB_FLOOR)
 
     def _run(self, trunk, rows_of: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """log p_i(y|x) of each expert i on its rows: (n_i, C_i) each.
@@ -254,18 +251,20 @@ class MixtureOfExperts(nn.Module):
         columns = self.columns()
         batch = router_input.shape[0]
         mix = probs.new_zeros(batch, len(self.label_space))  # (B, Y) float32
-        if dense:
-            every = torch.arange(batch, device=probs.device)
-            chosen = {i: (every, probs[:, i]) for i in range(self.n_experts) if i not in exclude}
+        if dense:  # every expert on every row, weighted by the full softmax
+            runs = torch.ones_like(probs, dtype=torch.bool)
+            runs[:, list(exclude)] = False
+            weights = probs
         elif within_domain:
-            chosen = self._within_domain(probs, exclude)
-        else:
-            chosen = {}
-            for i in range(self.n_experts):
-                hit = topk_idx == i  # (B, k)
-                rows = hit.any(dim=1).nonzero().squeeze(1)  # (n_i,)
-                if rows.numel():  # an expert no row was routed to does not run
-                    chosen[i] = (rows, (topk_w * hit).sum(dim=1).index_select(0, rows))
+            runs, weights = self._within_domain(probs, exclude)
+        else:  # each row's top-k experts, with their renormalised weights
+            runs = torch.zeros_like(probs, dtype=torch.bool).scatter(1, topk_idx, True)
+            weights = gate_weights(probs, topk_idx, topk_w)
+        chosen = {}  # expert -> (its rows, their weights); an expert with no row does not run
+        for i in range(self.n_experts):
+            rows = runs[:, i].nonzero().squeeze(1)  # (n_i,)
+            if rows.numel():
+                chosen[i] = (rows, weights[:, i].index_select(0, rows))
         for i, lp in self._run(trunk, {i: rows for i, (rows, _) in chosen.items()}).items():
             rows, w = chosen[i]
             index = (rows[:, None], columns[i][None, :])
