@@ -138,7 +138,8 @@ class Job(models.Model):
         if settle is None:
             return
         try:
-            settle(self, status, reason.split("\n\n", 1)[0][:1000])
+            with transaction.atomic():  # a savepoint: a settle that fails leaves the job's end
+                settle(self, status, reason.split("\n\n", 1)[0][:1000])
         except Exception:  # noqa: BLE001 - the job has ended; a settle failure is logged, not lost
             log.exception("job %s: could not settle its %s object", self.pk, self.kind)
 
@@ -160,9 +161,9 @@ class Job(models.Model):
                 job.worker_incarnation = incarnation[:32]
                 job.save(update_fields=["status", "started_at", "worker", "worker_incarnation"])
                 cancelled = False
+            if cancelled:  # in the same transaction: nobody sees the job ended, its object not
+                job.settle(Job.Status.CANCELLED, "cancelled before it started")
         self.refresh_from_db()
-        if cancelled:
-            self.settle(Job.Status.CANCELLED, "cancelled before it started")
         return not cancelled
 
     def finish(self, *, status: str, metrics: dict | None = None, error: str = "",
@@ -177,10 +178,13 @@ class Job(models.Model):
             fields["metrics"] = metrics
         if status == Job.Status.SUCCEEDED:
             fields["progress_current"] = models.F("progress_total")
-        ended = Job.objects.filter(pk=self.pk, status=Job.Status.RUNNING).update(**fields)
-        self.refresh_from_db()
-        if ended and settle and status != Job.Status.SUCCEEDED:
-            self.settle(status, error or status)
+        # One transaction: whoever sees the job ended also sees its object settled (the
+        # version failed, its owner notified), never the job ended and the rest on the way.
+        with transaction.atomic():
+            ended = Job.objects.filter(pk=self.pk, status=Job.Status.RUNNING).update(**fields)
+            self.refresh_from_db()
+            if ended and settle and status != Job.Status.SUCCEEDED:
+                self.settle(status, error or status)
         return bool(ended)
 
     def fail(self, error: str, *, traceback: str = "", settle: bool = True) -> bool:

@@ -119,3 +119,47 @@ def test_nan_metrics_are_stored_as_null_not_as_invalid_json(maintainer):
     version.refresh_from_db()
     assert version.training_curves == {"regularized": [{"train_nll": None, "x": None}]}
     assert version.report == {"summary": {"accuracy": None}}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nobody_sees_a_job_ended_before_its_object_is_settled(owner, monkeypatch):
+    """The job's end and its settle commit together: a reader (another connection) sees the job
+    running until the version is failed and its owner told, never the job ended alone."""
+    import threading
+
+    from django.db import connection
+
+    seen = {}
+
+    def settle(job, status, reason):
+        def look():  # a thread has its own database connection
+            seen["status"] = Job.objects.get(pk=job.pk).status
+            connection.close()
+
+        reader = threading.Thread(target=look)
+        reader.start()
+        reader.join()
+        Notification.objects.create(user=owner, message=f"settled: {reason}")
+
+    monkeypatch.setitem(Job.SETTLERS, Job.Kind.VALIDATE_EXPERT, settle)
+    _, job = _version_with_job(owner, Job.Kind.VALIDATE_EXPERT, "validating")
+    _running(job, incarnation="f" * 32)
+    assert job.fail("worker gone")
+    assert seen["status"] == Job.Status.RUNNING
+    assert Job.objects.get(pk=job.pk).status == Job.Status.FAILED
+    assert Notification.objects.filter(user=owner, message="settled: worker gone").exists()
+
+
+def test_a_settle_that_fails_still_ends_the_job_and_leaves_none_of_its_writes(
+        owner, monkeypatch, caplog):
+    def settle(job, status, reason):
+        Notification.objects.create(user=owner, message="half a settle")
+        raise RuntimeError("settle broke")
+
+    monkeypatch.setitem(Job.SETTLERS, Job.Kind.VALIDATE_EXPERT, settle)
+    _, job = _version_with_job(owner, Job.Kind.VALIDATE_EXPERT, "validating")
+    _running(job, incarnation="e" * 32)
+    assert job.fail("worker gone")
+    assert Job.objects.get(pk=job.pk).status == Job.Status.FAILED
+    assert not Notification.objects.filter(message="half a settle").exists()
+    assert "could not settle" in caplog.text
