@@ -8,7 +8,9 @@ from gating.models import GatingVersion
 
 # What each hyperparameter does, for the table on the dashboard (gating.ml.training's config).
 PARAM_MEANINGS = {
-    "top_k": "experts each input is sent to",
+    "top_k": "experts each input is sent to (when mix is top_k)",
+    "mix": "which experts answer an input: top_k (its top_k), domain (every expert of its most "
+           "probable domain, weighted) or dense (every expert)",
     "temperature": "router softmax temperature (above 1 spreads inputs, below 1 sharpens)",
     "noise_std": "scale of the router's exploration noise in training (0 = off)",
     "mlp_hidden": "hidden width of the router (0 = a linear router)",
@@ -29,7 +31,7 @@ PARAM_MEANINGS = {
     "dev_fraction": "share of training rows held out when a domain has no dev split",
     "device": "where the router was trained",
 }
-SHOWN_PARAMS = ("top_k", "temperature", "lambda_bal", "lambda_z", "lambda_h", "epochs",
+SHOWN_PARAMS = ("mix", "top_k", "temperature", "lambda_bal", "lambda_z", "lambda_h", "epochs",
                 "patience", "seed")
 
 

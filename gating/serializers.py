@@ -5,6 +5,7 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from gating.ml.mixes import MIXES
 from gating.models import GatingVersion, Promotion
 from gating.services import TRAIN_PARAMS
 from moecollab_site.api import MAX_ID, NOT_BLANK, StrictIntegerField
@@ -61,6 +62,8 @@ def _train_params_schema() -> dict:
     for name, (kind, low, high) in TRAIN_PARAMS.items():
         if kind is bool:
             properties[name] = {"type": "boolean"}
+        elif kind is str:
+            properties[name] = {"type": "string", "enum": list(MIXES)}
         else:
             properties[name] = {"type": "integer" if kind is int else "number",
                                 "minimum": low, "maximum": high}
@@ -133,7 +136,7 @@ class PredictRequestSerializer(serializers.Serializer):
     top_k = StrictIntegerField(
         min_value=1, required=False, allow_null=True,
         help_text="experts each text is sent to, from 1 to the production model's number of "
-                  "experts (400 above it); omitted or null: the model's own top_k")
+                  "experts (400 above it); omitted or null: the model's own mix and top_k")
 
 
 class RoutedExpertSerializer(serializers.Serializer):
@@ -152,6 +155,11 @@ class PredictionSerializer(serializers.Serializer):
 class PredictResponseSerializer(serializers.Serializer):
     gating_version = serializers.IntegerField()
     gating_version_id = serializers.IntegerField()
-    top_k = serializers.IntegerField(help_text="experts each text was sent to")
+    top_k = serializers.IntegerField(help_text="experts each text was sent to when mix is "
+                                               "top_k")
+    mix = serializers.ChoiceField(
+        choices=MIXES, help_text="how the experts were mixed: top_k (each text's top_k "
+        "experts), domain (every expert of its most probable domain) or dense (every expert); "
+        "each prediction's experts lists the ones that ran on it")
     predictions = PredictionSerializer(many=True)
     ms = serializers.FloatField()

@@ -10,6 +10,7 @@ from django.utils import timezone
 from experts.models import DataSplit, ExpertVersion
 from experts.selectors import expert_versions_approved
 from gating import selectors
+from gating.ml.mixes import MIXES
 from gating.models import GatingMember, GatingVersion, Promotion
 from moecollab_site.errors import DomainError, duplicate
 from moecollab_site.roles import require_maintainer
@@ -35,6 +36,7 @@ TRAIN_PARAMS: dict[str, tuple[type, float, float]] = {
     "max_train_per_domain": (int, 10, 10_000_000),
     "compare_unregularized": (bool, 0, 1),
     "router_surface_buckets": (int, 0, 1 << 22),  # 0 = the router reads trunk features only
+    "mix": (str, 0, 0),  # one of gating.ml.mixes.MIXES
 }
 
 
@@ -50,6 +52,12 @@ def gating_params_clean(params: dict | None) -> dict:
         kind, low, high = TRAIN_PARAMS[name]
         if value is None and name in ("samples_per_domain", "max_train_per_domain"):
             clean[name] = None
+            continue
+        if kind is str:
+            if value not in MIXES:
+                raise DomainError(f"{name} must be one of {', '.join(MIXES)}, got {value!r}",
+                                  code="invalid_params")
+            clean[name] = value
             continue
         if kind is bool:
             if not isinstance(value, bool):

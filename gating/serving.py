@@ -232,7 +232,7 @@ def predict(texts, *, client: str = "", probabilities: bool = False,
     """Predictions for a list of texts with the production model; `client` (the throttles'
     client key) decides whose turn it is when several requests wait for the model;
     `probabilities` adds each label's probability (the playground shows them); `top_k` sends
-    each text to that many experts instead of the model's own top_k."""
+    each text to that many experts instead of the model's own mix and top_k."""
     texts = check_texts(texts)
     top_k = check_top_k(top_k)
     loaded = current()
@@ -263,7 +263,8 @@ def predict(texts, *, client: str = "", probabilities: bool = False,
         for i, answer in zip(chunk, answers, strict=True):
             results[i] = answer
     return {"gating_version": loaded.number, "gating_version_id": loaded.version_id,
-            "top_k": top_k or predictor.top_k, "predictions": results,
+            "top_k": top_k or predictor.top_k, "mix": "top_k" if top_k else predictor.mix,
+            "predictions": results,
             "ms": round((time.perf_counter() - started) * 1000, 2)}
 
 

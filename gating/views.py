@@ -15,6 +15,7 @@ from experts.models import Domain
 from experts.selectors import expert_versions_approved
 from gating import dashboard, selectors, services, serving
 from gating.dashboard import dashboard_charts
+from gating.ml.mixes import MIXES
 from gating.models import GatingVersion
 from moecollab_site.errors import DomainError
 from moecollab_site.roles import is_maintainer
@@ -39,6 +40,7 @@ def index(request):
         "jobs": selectors.jobs_overview(user=request.user),
         "approved": list(expert_versions_approved()) if is_maintainer(request.user) else [],
         "param_fields": PARAM_FIELDS,
+        "mixes": MIXES,
     }
     return render(request, "gating/index.html", context)
 
@@ -77,6 +79,8 @@ def _int_list(values: list[str]) -> list[int]:
 
 def _form_params(post) -> dict:
     params = {}
+    if mix := post.get("mix", "").strip():  # blank: the default; the service names a bad one
+        params["mix"] = mix
     for name in PARAM_FIELDS:
         raw = post.get(name, "").strip()
         if raw:

@@ -1,7 +1,8 @@
 """Shapley credit of experts in a mixture, Django-free.
 
 v(S) = summary accuracy (unweighted mean over domains) of the mixture served by the router
-renormalised over the coalition S, top-k within S; v(empty) = 0. Each expert's log-probs and
+renormalised over the coalition S, mixed as the model serves (top-k within S, or every member of
+the row's most probable domain, or all of S densely); v(empty) = 0. Each expert's log-probs and
 the router's probabilities are computed once on the evaluation rows; every coalition's
 predictions are mixed from that cache (as `integrate` does), so 2^n coalitions cost no forward.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from gating.ml.moe import MixtureOfExperts, integrate, router_features
+from gating.ml.moe import MixtureOfExperts, integrate, mix_weights, router_features
 from gating.ml.stats import Z95
 
 EXACT_MAX = 10  # exact Shapley (2^n coalitions) up to this many experts
@@ -56,18 +57,18 @@ def cache_outputs(moe: MixtureOfExperts, sets, *, batch_size: int = 128,
 
 
 def coalition_accuracy(cached: Sequence[CachedSet], members: Sequence[int], *, top_k: int,
-                       columns: Sequence[torch.Tensor], n_labels: int) -> float:
-    """Summary accuracy of the router renormalised over `members`, top-k among them."""
+                       columns: Sequence[torch.Tensor], n_labels: int, mix: str = "top_k",
+                       domain_of: torch.Tensor | None = None) -> float:
+    """Summary accuracy of the router renormalised over `members`, mixed among them as `mix`
+    says (domain_of: every expert's domain index, for mix="domain")."""
     if not members:
         return 0.0
     idx = torch.tensor(sorted(members), dtype=torch.long)
-    k = min(top_k, len(idx))
     accs = []
     for c in cached:
-        sub = c.probs[:, idx]  # (N, |S|)
-        w, pos = sub.topk(k, dim=1)  # (N, k)
-        w = w / w.sum(dim=1, keepdim=True).clamp_min(1e-30)
-        weights = torch.zeros_like(sub).scatter(1, pos, w)  # (N, |S|), members only
+        weights = mix_weights(  # (N, |S|), members only
+            c.probs[:, idx], top_k=top_k, mix=mix,
+            domain_of=None if domain_of is None else domain_of[idx])
         lp = integrate([c.log_probs[i] for i in idx.tolist()], weights,
                        [columns[i] for i in idx.tolist()], n_labels)  # (N, Y)
         accs.append(float((lp.argmax(dim=1) == c.targets).float().mean()) if len(c.targets)
@@ -136,17 +137,20 @@ def shapley(value: Callable[[frozenset[int]], float], n: int, *,
 
 
 def moe_shapley(moe: MixtureOfExperts, sets, *, keys: Sequence[str], top_k: int,
+                mix: str | None = None,
                 groups: dict[str, list[str]] | None = None, exact_max: int = EXACT_MAX,
                 permutations: int = DEFAULT_PERMUTATIONS, seed: int = 0,
                 batch_size: int = 128, device: str | torch.device = "cpu") -> dict:
-    """Shapley credit of each expert (by key) and each group of keys in the summary accuracy."""
+    """Shapley credit of each expert (by key) and each group of keys in the summary accuracy,
+    the coalitions mixed as `mix` says (default: the router's own mix)."""
     cached = cache_outputs(moe, sets, batch_size=batch_size, device=device)
     columns = [c.cpu() for c in moe.columns()]
     n_labels = len(moe.label_space)
     index = {k: i for i, k in enumerate(keys)}
+    mix, domain_of = mix or moe.router.config.mix, moe._domain_of.cpu()
     res = shapley(
         lambda s: coalition_accuracy(cached, list(s), top_k=top_k, columns=columns,
-                                     n_labels=n_labels),
+                                     n_labels=n_labels, mix=mix, domain_of=domain_of),
         len(keys), exact_max=exact_max, permutations=permutations, seed=seed,
         groups={g: [index[k] for k in m if k in index] for g, m in (groups or {}).items()},
     )

@@ -46,12 +46,12 @@ class Predictions:
 
 @torch.no_grad()
 def predict_moe(
-    moe: MixtureOfExperts, trunks: TrunkSet, *, top_k: int | None = None, dense: bool = False,
-    within_domain: bool = False, exclude: Sequence[int] = (), batch_size: int = 128,
+    moe: MixtureOfExperts, trunks: TrunkSet, *, top_k: int | None = None,
+    mix: str | None = None, exclude: Sequence[int] = (), batch_size: int = 128,
     device: str | torch.device = "cpu",
 ) -> Predictions:
-    """Routed (dense, or mixed within the chosen domain) union-space predictions of the real
-    MoE forward, in input order."""
+    """Union-space predictions of the real MoE forward, in input order: mixed as `mix` says
+    (gating.ml.mixes.MIXES; default the router's own, "top_k" when a top_k is given)."""
     moe.eval()
     n = len(trunks)
     pred = torch.empty(n, dtype=torch.long)
@@ -59,7 +59,7 @@ def predict_moe(
     k = min(top_k or moe.router.config.top_k, moe.n_experts - len(exclude))
     topk = torch.empty(n, k, dtype=torch.long)
     for rows, batch in trunks.batches(batch_size, device=device):
-        out = moe(batch, top_k=k, dense=dense, within_domain=within_domain, exclude=exclude)
+        out = moe(batch, top_k=top_k, mix=mix, exclude=exclude)
         pred[rows] = out.log_probs.argmax(dim=1).cpu()
         probs[rows] = out.probs.cpu()
         topk[rows] = out.topk_idx.cpu()
@@ -83,13 +83,13 @@ def score_union(
 
 def evaluate_moe(
     moe: MixtureOfExperts, sets: Sequence[EvalSet], *, top_k: int | None = None,
-    dense: bool = False, within_domain: bool = False, exclude: Sequence[int] = (),
+    mix: str | None = None, exclude: Sequence[int] = (),
     batch_size: int = 128, device: str | torch.device = "cpu",
 ) -> tuple[dict, list[Predictions]]:
     """score_union of the MoE's predictions on every set, plus the raw predictions."""
     predictions = [
-        predict_moe(moe, s.trunks, top_k=top_k, dense=dense, within_domain=within_domain,
-                    exclude=exclude, batch_size=batch_size, device=device)
+        predict_moe(moe, s.trunks, top_k=top_k, mix=mix, exclude=exclude,
+                    batch_size=batch_size, device=device)
         for s in sets
     ]
     return score_union(sets, [p.pred for p in predictions], moe.label_space), predictions
@@ -194,8 +194,8 @@ def evaluate_gating(
     report(on_progress, should_stop, 1, steps, "scoring the routed mixture")
     k = moe.router.config.top_k
     kw = {"batch_size": batch_size, "device": device}
-    scores, preds = evaluate_moe(moe, sets, top_k=k, **kw)
-    dense_scores, _ = evaluate_moe(moe, sets, dense=True, **kw)
+    scores, preds = evaluate_moe(moe, sets, **kw)  # as served: the router's own top_k and mix
+    dense_scores, _ = evaluate_moe(moe, sets, mix="dense", **kw)
     out: dict = {
         "eval_split": used,
         "n_eval": {s.domain: len(s.targets) for s in sets},

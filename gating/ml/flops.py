@@ -41,9 +41,13 @@ def moe_compute(
     *,
     trunk_fn: Callable[[int], object] | None = None,
     top_k: int | None = None,
+    mix: str | None = None,
     device: torch.device | str = "cpu",
 ) -> dict[str, float]:
     """Mean FLOPs per input of the MoE over the inputs of `trunks`, dense vs routed.
+
+    Routed is the MoE as served: its router's mix and top_k unless `top_k`/`mix` say otherwise
+    (MixtureOfExperts.forward); the experts that ran on an input are the ones counted for it.
 
     Each input is measured on its own (a batch of one, so padding never inflates either side):
     routed runs only the experts the router picks for it, so a branch expert's own layers
@@ -71,11 +75,12 @@ def moe_compute(
                 totals["trunk"] += count_flops(lambda i=i: trunk_fn(i))
             by_hand = surface_flops(moe.router, bag)
             totals["router"] += count_flops(lambda r=r, bag=bag: moe.router(r, bag)) + by_hand
-            totals["dense"] += count_flops(partial(moe, row, dense=True, router_input=r)) + by_hand
-            totals["routed"] += count_flops(partial(moe, row, top_k=top_k, router_input=r)
-                                            ) + by_hand
+            totals["dense"] += count_flops(partial(moe, row, mix="dense", router_input=r)
+                                           ) + by_hand
+            served = partial(moe, row, top_k=top_k, mix=mix, router_input=r)
+            totals["routed"] += count_flops(served) + by_hand
             with torch.no_grad():
-                chosen = moe(row, top_k=top_k, router_input=r).topk_idx[0].tolist()
+                chosen = [e for e, _ in served().chosen(0)]
             for e, expert in enumerate(moe.experts):
                 view = expert_view(row, expert)
                 cost = count_flops(lambda expert=expert, view=view: expert(view))

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from experts.ml.trunk import LayeredBatch, TrunkBatch, expert_tap, needs_ids, slice_trunk
+from gating.ml.mixes import check_mix
 from gating.ml.router import Router, route
 
 # Mixture probabilities are clamped here before the log: a label no selected expert covers has
@@ -87,6 +88,15 @@ class MoEOutput:
     probs: torch.Tensor  # (B, E) full float32 softmax of the router
     topk_idx: torch.Tensor  # (B, k) selected experts
     topk_w: torch.Tensor  # (B, k) their renormalised weights
+    # Set by MixtureOfExperts.forward (None from router training's cached path):
+    weights: torch.Tensor | None = None  # (B, E) each expert's weight in the mix (0: not run)
+    runs: torch.Tensor | None = None  # (B, E) bool, which experts ran on each row
+
+    def chosen(self, row: int) -> list[tuple[int, float]]:
+        """(expert, weight) of the experts that ran on one row, heaviest first."""
+        idx = self.runs[row].nonzero().squeeze(1).tolist()
+        w = self.weights[row].tolist()
+        return sorted(((i, w[i]) for i in idx), key=lambda t: (-t[1], t[0]))
 
 
 def gate_weights(
@@ -96,6 +106,35 @@ def gate_weights(
     if dense:
         return probs
     return torch.zeros_like(probs).scatter(1, topk_idx, topk_w.to(probs.dtype))  # (B, E)
+
+
+def domain_mix(probs: torch.Tensor, domain_of: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix within the most probable domain: probs (B, E) the router's softmax, domain_of (E,)
+    each expert's domain index. Returns (B, E) bool, the experts of each row's domain (the
+    probabilities summed over a domain's experts, argmax), and (B, E) their probabilities
+    renormalised over them (0 elsewhere)."""
+    per_domain = probs.new_zeros(probs.shape[0], int(domain_of.max()) + 1).index_add(
+        1, domain_of, probs)  # (B, D)
+    inside = domain_of[None, :] == per_domain.argmax(dim=1)[:, None]  # (B, E)
+    w = probs * inside
+    return inside, w / w.sum(dim=1, keepdim=True).clamp_min(PROB_FLOOR)
+
+
+def mix_weights(probs: torch.Tensor, *, top_k: int, mix: str = "top_k",
+                domain_of: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, E) each expert's weight from the router's probabilities (N, E) over the experts at
+    hand (all, or a coalition's), as MixtureOfExperts.forward mixes (gating.ml.mixes.MIXES),
+    for the cached-outputs paths; domain_of: (E,) each expert's domain index, for mix="domain"."""
+    if mix == "dense":
+        return probs / probs.sum(dim=1, keepdim=True).clamp_min(1e-30)
+    if mix == "domain":
+        if domain_of is None:
+            raise ValueError('mix="domain" needs each expert\'s domain')
+        return domain_mix(probs, domain_of)[1]
+    w, pos = probs.topk(min(top_k, probs.shape[1]), dim=1)  # (N, k)
+    w = w / w.sum(dim=1, keepdim=True).clamp_min(1e-30)
+    return torch.zeros_like(probs).scatter(1, pos, w)
 
 
 def integrate(
@@ -182,13 +221,10 @@ class MixtureOfExperts(nn.Module):
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, E) which experts run on each row and their weights: every (not excluded) expert
         of the row's most probable domain, its probability renormalised over them."""
-        of = self._domain_of
-        per_domain = probs.new_zeros(probs.shape[0], int(of.max()) + 1).index_add(1, of, probs)
-        inside = of[None, :] == per_domain.argmax(dim=1)[:, None]  # (B, E)
+        inside, weights = domain_mix(probs, self._domain_of)  # excluded experts have p = 0
         if exclude:
             inside[:, list(exclude)] = False
-        w = probs * inside
-        return inside, w / w.sum(dim=1, keepdim=True).clamp_min(PROB_FLOOR)
+        return inside, weights
 
     def _run(self, trunk, rows_of: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """log p_i(y|x) of each expert i on its rows: (n_i, C_i) each.
@@ -222,8 +258,7 @@ class MixtureOfExperts(nn.Module):
         trunk,
         *,
         top_k: int | None = None,
-        dense: bool = False,
-        within_domain: bool = False,
+        mix: str | None = None,
         exclude: Sequence[int] = (),
         router_input: torch.Tensor | None = None,
     ) -> MoEOutput:
@@ -231,14 +266,19 @@ class MixtureOfExperts(nn.Module):
 
         trunk: a LayeredBatch (each expert reads its split layer, the router its input
         layers) or, when every expert reads one layer, that layer's TrunkBatch.
-        dense=True runs every expert with the full softmax weights (the dense reference).
-        within_domain=True picks each row's most probable domain (the router's probabilities
-        summed over a domain's experts) and mixes every expert of that domain, weighted by its
-        probability renormalised over them (one expert per domain: the same as top-1).
+        mix: which experts run on a row and with what weight (gating.ml.mixes.MIXES): "top_k"
+        the row's top-k experts, renormalised; "domain" every expert of the row's most probable
+        domain (the router's probabilities summed over a domain's experts), weighted by its
+        probability renormalised over them (one expert per domain: the same as top-1);
+        "dense" every expert with the full softmax weights (the dense reference). Default: the
+        router's own mix, or "top_k" when the call asks for a top_k.
         exclude: experts removed from the pool; the router renormalises over the rest
         (leave-one-out contribution).
         router_input: (B, R) precomputed router features (else read from the trunk).
         """
+        if mix is None:
+            mix = "top_k" if top_k is not None else self.router.config.mix
+        check_mix(mix)
         if router_input is None:
             router_input = router_features(trunk, self.router.config.input_layers)
         logits = self.router(router_input, trunk.surface)  # (B, E)
@@ -250,12 +290,12 @@ class MixtureOfExperts(nn.Module):
         probs, topk_idx, topk_w = route(gate_logits, k, self.router.config.temperature)
         columns = self.columns()
         batch = router_input.shape[0]
-        mix = probs.new_zeros(batch, len(self.label_space))  # (B, Y) float32
-        if dense:  # every expert on every row, weighted by the full softmax
+        mix_probs = probs.new_zeros(batch, len(self.label_space))  # (B, Y) float32
+        if mix == "dense":  # every expert on every row, weighted by the full softmax
             runs = torch.ones_like(probs, dtype=torch.bool)
             runs[:, list(exclude)] = False
             weights = probs
-        elif within_domain:
+        elif mix == "domain":
             runs, weights = self._within_domain(probs, exclude)
         else:  # each row's top-k experts, with their renormalised weights
             runs = torch.zeros_like(probs, dtype=torch.bool).scatter(1, topk_idx, True)
@@ -268,11 +308,13 @@ class MixtureOfExperts(nn.Module):
         for i, lp in self._run(trunk, {i: rows for i, (rows, _) in chosen.items()}).items():
             rows, w = chosen[i]
             index = (rows[:, None], columns[i][None, :])
-            mix = mix.index_put(index, w[:, None] * lp.exp(), accumulate=True)
+            mix_probs = mix_probs.index_put(index, w[:, None] * lp.exp(), accumulate=True)
         return MoEOutput(
-            log_probs=mix.clamp_min(PROB_FLOOR).log(),
+            log_probs=mix_probs.clamp_min(PROB_FLOOR).log(),
             router_logits=logits,
             probs=probs,
             topk_idx=topk_idx,
             topk_w=topk_w,
+            weights=weights * runs,
+            runs=runs,
         )

@@ -63,12 +63,17 @@ class Predictor:
         """Experts each text goes to unless a call asks for another number."""
         return min(self.model.moe.router.config.top_k, self.model.moe.n_experts)
 
+    @property
+    def mix(self) -> str:
+        """How the experts are mixed unless a call asks for a top_k (gating.ml.mixes.MIXES)."""
+        return self.model.moe.router.config.mix
+
     @torch.inference_mode()
     def predict(self, texts: Sequence[str], *, probabilities: bool = False,
                 top_k: int | None = None) -> list[dict]:
-        """Per text: domain, label, confidence and the selected experts with routing weights
-        (`top_k` of them, default the router's own); with `probabilities`, also every
-        `domain:label` of the union with its probability."""
+        """Per text: domain, label, confidence and the experts that ran on it with their
+        weights (the router's own mix; a `top_k` asks for that many experts instead); with
+        `probabilities`, also every `domain:label` of the union with its probability."""
         out: list[dict | None] = [None] * len(texts)
         names = self.model.moe.label_space.names
         keys = self.model.keys
@@ -78,10 +83,9 @@ class Predictor:
             conf, best = res.log_probs.exp().max(dim=1)
             for j, i in enumerate(idx):
                 domain, _, label = names[int(best[j])].partition(":")
-                chosen = [
+                chosen = [  # the experts that ran on it, heaviest first
                     {"expert": keys[e], "name": self.expert_labels[e], "weight": round(w, 6)}
-                    for e, w in zip(res.topk_idx[j].tolist(), res.topk_w[j].tolist(),
-                                    strict=True)
+                    for e, w in res.chosen(j)
                 ]
                 out[i] = {"domain": domain, "label": label,
                           "confidence": round(float(conf[j]), 6), "experts": chosen}

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from experts.ml.surface import SurfaceBag
+from gating.ml.mixes import check_mix
 
 
 @dataclass
@@ -34,9 +35,11 @@ class RouterConfig:
     # the `pooled` of a single-layer TrunkBatch (stand-alone use and tests).
     input_layers: tuple[int, ...] = ()
     surface_buckets: int = 0  # hash buckets of the surface features it reads; 0 = none
+    mix: str = "top_k"  # which experts run on an input and with what weight (MIXES)
 
     def __post_init__(self) -> None:
         self.input_layers = tuple(int(x) for x in self.input_layers)  # JSON gives a list
+        check_mix(self.mix)
 
     def to_dict(self) -> dict:
         out = asdict(self)

@@ -28,7 +28,7 @@ from experts.ml.common import ProgressFn, StopFn, check_stop
 from experts.ml.surface import SurfaceBag
 from experts.ml.trunk import TrunkSet, experts_logits
 from gating.ml.losses import LAMBDA_BAL, LAMBDA_H, LAMBDA_Z, router_objective
-from gating.ml.moe import MixtureOfExperts, MoEOutput, gate_weights, integrate
+from gating.ml.moe import MixtureOfExperts, MoEOutput, gate_weights, integrate, mix_weights
 from gating.ml.router import Router, RouterConfig, route
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ class RouterTrainConfig:
     balanced: bool = True  # draw the same number of inputs from every domain per epoch
     samples_per_domain: int | None = None  # per epoch when balanced; None = largest domain's size
     surface_buckets: int = 0  # > 0: the router also reads the texts' surface features
+    # How the served model mixes the experts (gating.ml.mixes.MIXES): kept in the router's
+    # config, so every forward serves it; the dev selection scores it (training is the same).
+    mix: str = "top_k"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,17 +113,19 @@ def balanced_epoch(domains: Sequence[str], per_domain: int | None, gen: torch.Ge
 @torch.no_grad()
 def evaluate_cached(
     router: Router, data: RouterData, columns: Sequence[torch.Tensor], n_labels: int, *,
-    top_k: int, dense: bool = False, batch_size: int = 1024,
+    top_k: int, mix: str = "top_k", domain_of: torch.Tensor | None = None,
+    batch_size: int = 1024,
 ) -> dict:
-    """Routed (or dense) predictions from cached expert outputs: per-domain accuracy and NLL."""
+    """Predictions mixed as `mix` says (gating.ml.mixes.MIXES; domain_of (E,): each expert's domain
+    index, for "domain") from cached expert outputs: per-domain accuracy and NLL."""
     router.eval()
     device = router.gate.weight.device
     preds, nll_sum = [], 0.0
     for start in range(0, len(data), batch_size):
         sl = slice(start, start + batch_size)
         logits = router(data.features[sl].to(device), _surface_rows(data, sl, device))
-        probs, idx, w = route(logits, top_k, router.config.temperature)
-        weights = gate_weights(probs, idx, w, dense=dense)
+        probs, _, _ = route(logits, top_k, router.config.temperature)
+        weights = mix_weights(probs, top_k=top_k, mix=mix, domain_of=domain_of)
         lps = [lp[sl].to(device) for lp in data.expert_log_probs]
         log_probs = integrate(lps, weights, columns, n_labels)
         target = data.targets[sl].to(device)
@@ -164,7 +169,7 @@ def train_router(
                 hidden_size=width, n_experts=len(experts), top_k=cfg.top_k,
                 temperature=cfg.temperature, noise_std=cfg.noise_std,
                 mlp_hidden=cfg.mlp_hidden, dropout=cfg.dropout, input_layers=train.layers,
-                surface_buckets=cfg.surface_buckets,
+                surface_buckets=cfg.surface_buckets, mix=cfg.mix,
             )
         )
         if cfg.surface_buckets and (train.surface is None or dev.surface is None):
@@ -202,7 +207,9 @@ def train_router(
                     sums[k] = sums.get(k, 0.0) + v
                 steps += 1
             row = {"epoch": epoch, **{f"train_{k}": v / max(steps, 1) for k, v in sums.items()}}
-            ev = evaluate_cached(router, dev, columns, n_labels, top_k=cfg.top_k)
+            # selected on the model as it will be served
+            ev = evaluate_cached(router, dev, columns, n_labels, top_k=cfg.top_k, mix=cfg.mix,
+                                 domain_of=shell._domain_of.to(device))
             row.update(dev_accuracy=ev["accuracy"], dev_nll=ev["nll"])
             history.append(row)
             improved = ev["accuracy"] > best["accuracy"] or (

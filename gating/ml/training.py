@@ -68,6 +68,10 @@ class GatingTrainConfig:
     # Hash buckets of the texts' surface features the router also reads (experts.ml.surface:
     # character n-grams and words as written); 0 = the trunk features only.
     router_surface_buckets: int = DEFAULT_BUCKETS
+    # Which experts run on an input and with what weight (gating.ml.mixes.MIXES): "top_k" (its
+    # top_k experts), "domain" (every expert of its most probable domain: several contributors'
+    # experts of one domain mixed instead of one picked), "dense" (every expert).
+    mix: str = "top_k"
     dev_fraction: float = 0.1  # share of train held out when a domain has no dev split
     compare_unregularized: bool = True  # also train lambda_bal = lambda_h = 0 for the report
     device: str = "cpu"  # "cpu", "cuda", "cuda:N"
@@ -79,7 +83,7 @@ class GatingTrainConfig:
             lambda_h=self.lambda_h, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
             patience=self.patience, seed=self.seed, device=self.device,
             samples_per_domain=self.samples_per_domain,
-            surface_buckets=self.router_surface_buckets,
+            surface_buckets=self.router_surface_buckets, mix=self.mix,
         )
 
     def input_layers(self, experts: Sequence[nn.Module]) -> tuple[int, ...]:

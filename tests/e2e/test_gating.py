@@ -72,6 +72,7 @@ def test_it_trains_promotes_and_serves_a_gating_model(
         form.locator("label", has_text=version.label).get_by_role("checkbox").check()
     form.get_by_label("epochs", exact=True).fill("8")
     form.get_by_label("seed", exact=True).fill("0")
+    form.get_by_label("mix").select_option("domain")  # one expert per domain: top-1 routing
     maya.snap("gating-train-form")
     form.get_by_role("button", name="Start training").click()
 
@@ -82,6 +83,7 @@ def test_it_trains_promotes_and_serves_a_gating_model(
 
     # The worker queued the evaluation on the private test splits; follow it to the end.
     gating = GatingVersion.objects.get()
+    assert (gating.params["epochs"], gating.params["mix"]) == (8, "domain")
     maya.go(f"/gating/{gating.pk}/", "gating-trained")
     page.get_by_role("link", name="evaluation job").click()
     watch_job(maya, "eval-job")

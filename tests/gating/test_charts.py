@@ -199,6 +199,7 @@ def test_it_shows_hyperparameters_as_a_table_and_compute_in_words(client, owner)
     assert re.search(r"<code>lambda_bal</code></td><td>0.01</td>", table)
     assert re.search(r"<code>temperature</code></td><td><span class=\"muted\">training default",
                      table)
+    assert re.search(r"<code>mix</code></td><td><span class=\"muted\">training default", table)
     assert "Routing uses 98.2 % of the dense model&#x27;s FLOPs" in page
     assert "FLOPs saved" not in page
     assert page.count('<figure class="chart-card"') == 6

@@ -142,3 +142,42 @@ def test_it_refuses_top_k_before_loading_any_model(db):
     response = _predict({"texts": ["hello"], "top_k": 0})
     assert response.status_code == 400  # not 503: the request itself is wrong
     assert response.json()["error"]["code"] == "invalid_top_k"
+
+
+def test_a_domain_mix_model_answers_with_every_expert_of_the_chosen_domain(
+        db, tiny_backbone, monkeypatch, settings, maintainer):
+    """Two contributors' experts of one domain and one of another, served with mix="domain":
+    each text gets both experts of its most probable domain, weights summing to one; a request
+    that sets top_k gets top-k routing instead."""
+    settings.MOECOLLAB_PREDICT_BACKEND = "torch-float32"
+    serving.reset()
+    monkeypatch.setattr(serving._state, "backbone", tiny_backbone)
+    torch.manual_seed(1)
+    pool = [("sport", ["win", "loss"]), ("sport", ["win", "loss"]), ("spam", ["ham", "spam"])]
+    experts = [build_expert(ExpertConfig(kind="head", domain=d, labels=labels,
+                                         hidden_size=TINY_HIDDEN, split_layer=TINY_LAYERS,
+                                         mlp_hidden=16)).eval() for d, labels in pool]
+    router = Router(RouterConfig(hidden_size=TINY_HIDDEN, n_experts=3, top_k=1, noise_std=0.0,
+                                 input_layers=(TINY_LAYERS,), mix="domain"))
+    with torch.no_grad():  # spam is the likeliest expert (0.4), sport the likeliest domain
+        router.gate.weight.zero_()
+        router.gate.bias.copy_(torch.log(torch.tensor([0.25, 0.35, 0.4])))
+    model = GatingModel(moe=MixtureOfExperts(router, experts).eval(), keys=["21", "22", "23"],
+                        fingerprint=tiny_backbone.fingerprint)
+    version = GatingVersion.objects.create(number=1, status=GatingVersion.Status.EVALUATED)
+    version.weights.save("tiny-domain.safetensors", ContentFile(bundle_bytes(model)))
+    Promotion.objects.create(version=version, promoted_by=maintainer)
+    try:
+        answer = _predict({"texts": TEXTS}).json()
+        assert answer["mix"] == "domain"
+        for p in answer["predictions"]:  # sport's two experts, weights 0.25 and 0.35 of 0.6
+            assert p["domain"] == "sport"
+            assert [(e["expert"], e["weight"]) for e in p["experts"]] == [
+                ("22", pytest.approx(0.35 / 0.6, abs=1e-5)),
+                ("21", pytest.approx(0.25 / 0.6, abs=1e-5))]
+        picked = _predict({"texts": TEXTS, "top_k": 1}).json()
+        assert picked["mix"] == "top_k"  # the single likeliest expert
+        assert all(p["experts"] == [{"expert": "23", "name": "23", "weight": 1.0}]
+                   and p["domain"] == "spam" for p in picked["predictions"])
+    finally:
+        serving.reset()

@@ -38,6 +38,7 @@ class _Predictor:
         self.backbone = _Backbone()
         self.batch_size = batch_size
         self.top_k = 1  # what the answer reports as the experts per text
+        self.mix = "top_k"  # ... and how they were mixed
         self.calls: list[list[str]] = []
         self.entered = threading.Event()
         self.release = threading.Event()

@@ -35,6 +35,15 @@ def test_it_lets_a_maintainer_start_training_on_all_approved_experts(
     assert version.train_job.params == {"gating_version_id": version.pk}
 
 
+def test_it_takes_the_mix_of_the_served_model(maintainer, owner, make_gating_setup):
+    make_gating_setup(owner)
+    response = api_client_for(maintainer).post(URL, {"params": {"mix": "domain"}},
+                                               format="json")
+    assert response.status_code == 201, response.content
+    version = GatingVersion.objects.get(pk=response.json()["version"]["id"])
+    assert version.params == {"mix": "domain"}
+
+
 def test_it_trains_a_chosen_subset_in_the_given_order(maintainer, owner, make_gating_setup):
     versions = make_gating_setup(owner)
     ids = [versions[2].pk, versions[0].pk]
@@ -125,6 +134,8 @@ def test_it_refuses_a_domain_without_a_train_split(maintainer, owner):
     ({"params": {"lambda_h": -1}}, "lambda_h must be a number in 0..10"),
     ({"params": {"lambda_h": "lots"}}, "lambda_h must be a number"),
     ({"params": {"warp": 9}}, "unknown parameter(s) warp"),
+    ({"params": {"mix": "soft"}}, "mix must be one of top_k, domain, dense, got 'soft'"),
+    ({"params": {"mix": 2}}, "mix must be one of top_k, domain, dense, got 2"),
     ({"params": {"top_k": 4}}, "top_k is 4 but only 3 experts"),
     ({"expert_version_ids": [999]}, "expert version(s) 999 do not exist"),
     ({"expert_version_ids": "all"}, "expert_version_ids"),

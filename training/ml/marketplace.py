@@ -200,7 +200,7 @@ def run_marketplace(cfg: MarketplaceConfig, *, should_stop: StopFn | None = None
     ev = full["eval"]
     # Mixing instead of picking, where it is cheap: every expert of the input's most probable
     # domain (head experts cost a matrix product each beside the shared trunk).
-    within, within_preds = evaluate_moe(full["model"].moe, full["sets"], within_domain=True,
+    within, within_preds = evaluate_moe(full["model"].moe, full["sets"], mix="domain",
                                         batch_size=b.eval_batch_size, device=device)
     within = {**within, "row_hits": row_hits(full["sets"], within_preds),
               "rows_digest": ev["rows_digest"]}

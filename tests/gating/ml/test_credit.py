@@ -6,6 +6,7 @@ import torch
 from experts.ml.trunk import TrunkSet
 from gating.ml.credit import cache_outputs, coalition_accuracy, moe_shapley, shapley
 from gating.ml.evaluate import EvalSet, evaluate_moe
+from gating.ml.mixes import MIXES
 from gating.ml.moe import MixtureOfExperts
 from gating.ml.router import Router, RouterConfig
 
@@ -65,15 +66,34 @@ def random_pool(stub_expert, n=6, top_k=2, seed=0):
     return moe, sets
 
 
-def test_it_scores_a_coalition_as_the_real_forward_with_the_others_excluded(stub_expert):
+@pytest.mark.parametrize("mix", MIXES)
+def test_it_scores_a_coalition_as_the_real_forward_with_the_others_excluded(stub_expert, mix):
     moe, sets = random_pool(stub_expert)
     cached = cache_outputs(moe, sets)
     for members in ([0, 1, 2, 3, 4, 5], [1, 2, 5], [3]):
         exclude = [i for i in range(6) if i not in members]
-        scores, _ = evaluate_moe(moe, sets, top_k=2, exclude=exclude)
+        scores, _ = evaluate_moe(moe, sets, top_k=2, mix=mix, exclude=exclude)
         got = coalition_accuracy(cached, members, top_k=2, columns=moe.columns(),
-                                 n_labels=len(moe.label_space))
+                                 n_labels=len(moe.label_space), mix=mix,
+                                 domain_of=moe._domain_of)
         assert got == pytest.approx(scores["summary"]["accuracy"])
+
+
+def test_it_credits_a_domains_experts_as_the_domain_mix_serves_them(stub_expert):
+    # The router prefers p (0.73), which leans to the wrong label y; q is sure of the right x.
+    p = stub_expert("a", ["x", "y"], logits=[0.0, 0.2])  # p(x) 0.45
+    q = stub_expert("a", ["x", "y"], logits=[3.0, 0.0])  # p(x) 0.95
+    moe = MixtureOfExperts(fixed_router([1.0, 0.0]), [p, q]).eval()
+    x = moe.label_space.index("a", "x")
+    sets = [EvalSet("a", TrunkSet({1: torch.randn(4, 4)}), torch.tensor([x] * 4))]
+    # top-1: v({p}) = 0, v({q}) = 1, v({p, q}) = 0 (p serves): p -1/2, q +1/2
+    top1 = moe_shapley(moe, sets, keys=["p", "q"], top_k=1)
+    assert top1["values"] == pytest.approx({"p": -0.5, "q": 0.5})
+    # the domain mix: v({p, q}) = 1 (0.73 * 0.45 + 0.27 * 0.95 = 0.59 on x): p 0, q 1
+    mixed = moe_shapley(moe, sets, keys=["p", "q"], top_k=1, mix="domain")
+    assert mixed["values"] == pytest.approx({"p": 0.0, "q": 1.0})
+    moe.router.config.mix = "domain"  # the default is the router's own mix
+    assert moe_shapley(moe, sets, keys=["p", "q"], top_k=1)["values"] == mixed["values"]
 
 
 def test_it_sums_to_the_full_minus_the_empty_coalition(stub_expert):

@@ -5,14 +5,16 @@ import math
 import pytest
 import torch
 
-from gating.ml.moe import LabelSpace, MixtureOfExperts, gate_weights, integrate
+from gating.ml.mixes import MIXES
+from gating.ml.moe import LabelSpace, MixtureOfExperts, gate_weights, integrate, mix_weights
 from gating.ml.router import Router, RouterConfig
 
 
-def fixed_router(gate_probs, hidden=4, top_k=1):
+def fixed_router(gate_probs, hidden=4, top_k=1, mix="top_k"):
     """A router whose gate ignores the input: softmax(bias) = gate_probs."""
     router = Router(
-        RouterConfig(hidden_size=hidden, n_experts=len(gate_probs), top_k=top_k, noise_std=0.0)
+        RouterConfig(hidden_size=hidden, n_experts=len(gate_probs), top_k=top_k, noise_std=0.0,
+                     mix=mix)
     )
     with torch.no_grad():
         router.gate.weight.zero_()
@@ -48,7 +50,7 @@ def test_it_mixes_experts_with_different_label_sets_in_the_union_space(trunk_cls
     b = stub_expert("b", ["u", "v", "w"], logits=logs(0.2, 0.3, 0.5))
     moe = MixtureOfExperts(fixed_router([0.6, 0.4]), [a, b]).eval()
     trunk = trunk_cls(pooled=torch.randn(3, 4))
-    dense = moe(trunk, dense=True).log_probs.exp()
+    dense = moe(trunk, mix="dense").log_probs.exp()
     expected = torch.tensor([0.6 * 0.25, 0.6 * 0.75, 0.4 * 0.2, 0.4 * 0.3, 0.4 * 0.5])
     assert torch.allclose(dense, expected.expand(3, 5), atol=1e-6)
     assert torch.allclose(moe(trunk, top_k=2).log_probs.exp(), dense, atol=1e-6)
@@ -75,17 +77,39 @@ def test_it_mixes_every_expert_of_the_most_probable_domain_within_domain(
     # b is the single most probable expert, domain a the most probable domain (0.6 > 0.4)
     moe = MixtureOfExperts(fixed_router([0.2, 0.4, 0.4]), [a1, a2, b]).eval()
     trunk = trunk_cls(pooled=torch.randn(3, 4))
-    p = moe(trunk, within_domain=True).log_probs.exp()  # a:x, a:y, a:z, b:u, b:v
+    p = moe(trunk, mix="domain").log_probs.exp()  # a:x, a:y, a:z, b:u, b:v
     w1, w2 = 0.2 / 0.6, 0.4 / 0.6
     expected = torch.tensor([w1 * 0.5, w1 * 0.5 + w2 * 0.1, w2 * 0.9, 0.0, 0.0])
     assert torch.allclose(p, expected.expand(3, 5), atol=1e-6)
     assert b.calls == 0  # the other domain's expert does not run
-    left_out = moe(trunk, within_domain=True, exclude=[1]).log_probs.exp()  # a1 vs b: 1/3 vs 2/3
+    left_out = moe(trunk, mix="domain", exclude=[1]).log_probs.exp()  # a1 vs b: 1/3 vs 2/3
     assert torch.allclose(left_out[0], torch.tensor([0.0, 0.0, 0.0, 0.2, 0.8]), atol=1e-6)
     # one expert per domain: within the domain is top-1
     single = MixtureOfExperts(fixed_router([0.3, 0.7]), [a1, b]).eval()
-    assert torch.allclose(single(trunk, within_domain=True).log_probs,
+    assert torch.allclose(single(trunk, mix="domain").log_probs,
                           single(trunk).log_probs, atol=1e-6)
+
+
+def test_it_serves_the_routers_own_mix_and_says_which_experts_ran(trunk_cls, stub_expert):
+    a1 = stub_expert("a", ["x", "y"], logits=logs(0.5, 0.5))
+    a2 = stub_expert("a", ["y", "z"], logits=logs(0.1, 0.9))
+    b = stub_expert("b", ["u", "v"], logits=logs(0.2, 0.8), seed=1)
+    moe = MixtureOfExperts(fixed_router([0.2, 0.4, 0.4], mix="domain"), [a1, a2, b]).eval()
+    trunk = trunk_cls(pooled=torch.randn(2, 4))
+    out = moe(trunk)  # the router's mix: domain a's two experts
+    assert torch.allclose(out.log_probs, moe(trunk, mix="domain").log_probs)
+    assert out.runs.tolist() == [[True, True, False]] * 2
+    (first, w_first), (second, w_second) = out.chosen(0)
+    assert (first, second) == (1, 0)  # heaviest first
+    assert (w_first, w_second) == pytest.approx((0.4 / 0.6, 0.2 / 0.6), abs=1e-6)
+    # a call that asks for a top_k gets top-k routing: the single most probable expert
+    picked = moe(trunk, top_k=1)
+    assert [e for e, _ in picked.chosen(0)] in ([1], [2])
+    assert picked.runs.sum(dim=1).tolist() == [1, 1]
+    with pytest.raises(ValueError, match="mix must be one of top_k, domain, dense, got 'soft'"):
+        moe(trunk, mix="soft")
+    with pytest.raises(ValueError, match="got 'soft'"):
+        RouterConfig(hidden_size=4, n_experts=3, mix="soft")
 
 
 def test_it_never_runs_an_expert_no_row_was_routed_to(trunk_cls, stub_expert):
@@ -106,7 +130,7 @@ def test_it_dispatches_each_row_to_its_top_k_experts_only(trunk_cls, stub_expert
     pooled[:, 0] = torch.tensor([1.0, -1, 1, -1, 1, 1, -1, 1])
     moe(trunk_cls(pooled=pooled))
     assert (a.rows_seen, b.rows_seen) == (5, 3)
-    moe(trunk_cls(pooled=pooled), dense=True)
+    moe(trunk_cls(pooled=pooled), mix="dense")
     assert (a.rows_seen, b.rows_seen) == (13, 11)  # dense runs both on all 8 rows
     assert (a.calls, b.calls) == (2, 2)
 
@@ -128,17 +152,20 @@ def test_it_gives_token_experts_only_their_rows_tokens(trunk_cls, stub_expert):
     assert torch.equal(seen.hidden, hidden[[1, 3], :5])
 
 
-def test_it_matches_the_cached_integration_routed_and_dense(trunk_cls, stub_expert):
-    experts = [stub_expert(d, ["p", "q", "r"][: 2 + i % 2], seed=i) for i, d in enumerate("abc")]
-    router = Router(RouterConfig(hidden_size=4, n_experts=3, noise_std=0.0)).eval()
+@pytest.mark.parametrize("mix", MIXES)
+def test_it_matches_the_cached_integration_in_every_mix(trunk_cls, stub_expert, mix):
+    experts = [stub_expert(d, ["p", "q", "r"][: 2 + i % 2], seed=i) for i, d in enumerate("abca")]
+    router = Router(RouterConfig(hidden_size=4, n_experts=4, noise_std=0.0, top_k=2)).eval()
     moe = MixtureOfExperts(router, experts).eval()
     trunk = trunk_cls(pooled=torch.randn(10, 4))
-    cached = [moe.expert_log_probs(i, trunk) for i in range(3)]
-    for dense in (False, True):
-        out = moe(trunk, top_k=2, dense=dense)
-        w = gate_weights(out.probs, out.topk_idx, out.topk_w, dense=dense)
-        mixed = integrate(cached, w, moe.columns(), len(moe.label_space))
-        assert torch.allclose(mixed, out.log_probs, atol=1e-5)
+    cached = [moe.expert_log_probs(i, trunk) for i in range(4)]
+    out = moe(trunk, mix=mix)
+    w = mix_weights(out.probs, top_k=2, mix=mix, domain_of=moe._domain_of)
+    assert torch.allclose(w, out.weights, atol=1e-6)
+    mixed = integrate(cached, w, moe.columns(), len(moe.label_space))
+    assert torch.allclose(mixed, out.log_probs, atol=1e-5)
+    if mix == "top_k":  # the training path's gate weights are the same
+        assert torch.allclose(gate_weights(out.probs, out.topk_idx, out.topk_w), w, atol=1e-6)
 
 
 def test_it_renormalises_over_the_remaining_experts_when_one_is_left_out(
@@ -157,7 +184,7 @@ def test_it_lets_the_nll_train_the_router_through_the_dense_mixture(trunk_cls, s
     a = stub_expert("a", ["x"], logits=[0.0])
     b = stub_expert("b", ["u"], logits=[0.0])
     moe = MixtureOfExperts(fixed_router([0.5, 0.5]), [a, b])
-    out = moe(trunk_cls(pooled=torch.randn(3, 4)), dense=True)
+    out = moe(trunk_cls(pooled=torch.randn(3, 4)), mix="dense")
     loss = -out.log_probs[:, 0].mean()
     loss.backward()
     assert moe.router.gate.bias.grad is not None
