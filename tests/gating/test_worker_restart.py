@@ -62,8 +62,6 @@ def test_it_fails_the_job_of_a_worker_restarted_under_the_same_name(
     try:
         beat = WorkerHeartbeat.objects.get(hostname=name)
         assert beat.incarnation != claimed_by
-        job = Job.objects.get(pk=job_id)
-        due = max(job.started_at + timedelta(seconds=STALE_S), beat.started_at)
         if setup == "compose":
             # The restarted worker swept at start; beat (another container) sweeps once more.
             wait_for(lambda: Job.objects.get(pk=job_id).is_finished or jobs_sweep_stale()[
@@ -74,8 +72,10 @@ def test_it_fails_the_job_of_a_worker_restarted_under_the_same_name(
         second.stop()
     assert job.status == Job.Status.FAILED and "stopped while running" in job.error
     assert "restarted" in job.error
-    # within the stale threshold plus one sweep (and a little for beat's scheduling)
-    assert job.finished_at <= due + timedelta(seconds=SWEEP_S + 3), (job.finished_at, due)
+    # by the sweep, never before the stale threshold passed (how soon after it depends on the
+    # machine's load: the wait above bounds it, a timed assertion here would be flaky)
+    assert "marked failed by the stale-job sweep" in job.error
+    assert job.finished_at >= job.started_at + timedelta(seconds=STALE_S), job.finished_at
     # the version it worked on ends failed, says why, keeps no files; its trainer is told
     version = GatingVersion.objects.get(pk=version_id)
     assert version.status == GatingVersion.Status.FAILED
