@@ -244,7 +244,9 @@ def run_marketplace(cfg: MarketplaceConfig, *, should_stop: StopFn | None = None
         # 95 % interval per domain and for the summary (gating.ml.stats.compare_reports)
         "comparisons": {"moe_vs_best_single": compare_reports(ev, single["eval"]),
                         "moe_vs_pooled": compare_reports(ev, central["eval"]),
-                        "moe_within_domain_vs_pooled": compare_reports(within, central["eval"])},
+                        "moe_within_domain_vs_pooled": compare_reports(within, central["eval"]),
+                        # what serving mix="domain" buys over top-1 on the same router
+                        "moe_within_domain_vs_moe": compare_reports(within, ev)},
         "routing": ev["routing"],
         "routing_unregularized": ev["unregularized"]["routing"],
         "contributors": {c: {"shapley": ev["shapley_by_contributor"][c],

@@ -188,8 +188,11 @@ def test_the_marketplace_scenario_adds_its_block_to_the_plain_report(tiny_data, 
         assert set(market[key]) >= ROUTING and set(market[key]["load"]) == set(experts)
     assert set(market["contributors"]) == {row["contributor"] for row in experts.values()}
     for name, model in (("moe_vs_best_single", "moe"), ("moe_vs_pooled", "moe"),
-                        ("moe_within_domain_vs_pooled", "moe_within_domain")):
+                        ("moe_within_domain_vs_pooled", "moe_within_domain"),
+                        ("moe_within_domain_vs_moe", "moe_within_domain")):
         summary = market["comparisons"][name]["summary"]
         assert summary["paired"] and summary["candidate"] == market["summary"][model]["accuracy"]
         lo, hi = summary["interval"]
         assert lo <= summary["difference"] <= hi
+    assert market["comparisons"]["moe_within_domain_vs_moe"]["summary"]["production"] == (
+        market["summary"]["moe"]["accuracy"])
