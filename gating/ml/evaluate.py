@@ -23,7 +23,13 @@ from experts.ml.trunk import TrunkSet
 from gating.ml.bundle import GatingError, GatingModel
 from gating.ml.credit import DEFAULT_PERMUTATIONS, EXACT_MAX, moe_shapley
 from gating.ml.flops import moe_compute
-from gating.ml.metrics import balanced_sample, classification_report, routing_report, summarize
+from gating.ml.metrics import (
+    balanced_sample,
+    classification_report,
+    dispatch_load,
+    routing_report,
+    summarize,
+)
 from gating.ml.moe import LabelSpace, MixtureOfExperts
 from gating.ml.stats import accuracy_interval
 
@@ -41,7 +47,9 @@ class EvalSet:
 class Predictions:
     pred: torch.Tensor  # (N,) argmax over the union label space
     probs: torch.Tensor  # (N, E) router softmax
-    topk_idx: torch.Tensor  # (N, k) experts each input was dispatched to
+    topk_idx: torch.Tensor  # (N, k) the router's top-k experts of each input
+    runs: torch.Tensor  # (N, E) bool, the experts that ran on each input (as the mix serves)
+    lead: torch.Tensor  # (N,) the heaviest expert that ran (top-k: the router's top-1)
 
 
 @torch.no_grad()
@@ -58,12 +66,16 @@ def predict_moe(
     probs = torch.empty(n, moe.n_experts)
     k = min(top_k or moe.router.config.top_k, moe.n_experts - len(exclude))
     topk = torch.empty(n, k, dtype=torch.long)
+    runs = torch.empty(n, moe.n_experts, dtype=torch.bool)
+    lead = torch.empty(n, dtype=torch.long)
     for rows, batch in trunks.batches(batch_size, device=device):
         out = moe(batch, top_k=top_k, mix=mix, exclude=exclude)
         pred[rows] = out.log_probs.argmax(dim=1).cpu()
         probs[rows] = out.probs.cpu()
         topk[rows] = out.topk_idx.cpu()
-    return Predictions(pred=pred, probs=probs, topk_idx=topk)
+        runs[rows] = out.runs.cpu()
+        lead[rows] = out.weights.argmax(dim=1).cpu()
+    return Predictions(pred=pred, probs=probs, topk_idx=topk, runs=runs, lead=lead)
 
 
 def score_union(
@@ -102,10 +114,11 @@ def balanced_routing(
     """routing_report on a domain-balanced sample (min n per domain from each domain)."""
     domains = [s.domain for s, p in zip(sets, predictions, strict=True) for _ in range(len(p.pred))]
     probs = torch.cat([p.probs for p in predictions])
-    topk = torch.cat([p.topk_idx for p in predictions])
+    runs = torch.cat([p.runs for p in predictions])
+    lead = torch.cat([p.lead for p in predictions])
     rows = torch.tensor(balanced_sample(domains, seed=seed), dtype=torch.long)
     out = routing_report(
-        probs[rows], topk[rows], expert_domains=moe.expert_domains(),
+        probs[rows], runs=runs[rows], lead=lead[rows], expert_domains=moe.expert_domains(),
         input_domains=[domains[i] for i in rows.tolist()], expert_names=expert_names,
     )
     out["per_domain_n"] = int(len(rows) // max(len(sets), 1))
@@ -147,7 +160,7 @@ def routing_by_length(domains: Sequence[DomainData], preds: Sequence[Predictions
     out: dict[str, dict] = {}
     for d, p in zip(domains, preds, strict=True):
         words = [len(t.split()) for t, _ in eval_rows(d)[0]]
-        hits = [experts[e].config.domain == d.name for e in p.topk_idx[:, 0].tolist()]
+        hits = [experts[e].config.domain == d.name for e in p.lead.tolist()]
         row = {}
         for lo, hi in LENGTH_BUCKETS:
             sel = [h for h, w in zip(hits, words, strict=True) if lo <= w <= hi]
@@ -161,8 +174,7 @@ def _routing_matrix(model: GatingModel, sets: Sequence[EvalSet], preds) -> dict:
     """domain -> expert key -> share of the domain's dispatches that go to the expert."""
     out = {}
     for s, p in zip(sets, preds, strict=True):
-        counts = torch.bincount(p.topk_idx.reshape(-1), minlength=model.moe.n_experts).double()
-        share = counts / counts.sum().clamp_min(1)
+        share = dispatch_load(p.runs)
         out[s.domain] = {k: float(share[i]) for i, k in enumerate(model.keys)}
     return out
 

@@ -86,6 +86,13 @@ def expert_load(topk_idx: torch.Tensor, n_experts: int) -> torch.Tensor:
     return counts / counts.sum().clamp_min(1)
 
 
+def dispatch_load(runs: torch.Tensor) -> torch.Tensor:
+    """load_i = share of all dispatches (an expert running on a row) that go to expert i, from
+    (n, E) bool runs; sums to 1. For top-k routing the same as expert_load. (E,)"""
+    counts = runs.cpu().double().sum(dim=0)
+    return counts / counts.sum().clamp_min(1)
+
+
 def utilization(load: torch.Tensor) -> float:
     """exp(H(load)) / N: 1.0 when all N experts get an even share, 1/N when one gets everything."""
     n = load.numel()
@@ -110,11 +117,13 @@ def balanced_sample(domains: Sequence[str], *, per_domain: int | None = None, se
 
 def routing_report(
     probs: torch.Tensor,
-    topk_idx: torch.Tensor,
+    topk_idx: torch.Tensor | None = None,
     *,
     expert_domains: Sequence[str],
     input_domains: Sequence[str],
     expert_names: Sequence[str] | None = None,
+    runs: torch.Tensor | None = None,
+    lead: torch.Tensor | None = None,
 ) -> dict:
     """Routing statistics (call it on a domain-balanced sample).
 
@@ -123,16 +132,20 @@ def routing_report(
     - load: share of dispatches per expert (top-k membership), sums to 1;
     - utilization: exp(H(load)) / N;
     - dead_experts: experts whose load < DEAD_SHARE_OF_EVEN / N.
-    probs: (n, E) full softmax; topk_idx: (n, k), column 0 the top-1 expert.
+    probs: (n, E) full softmax; topk_idx: (n, k), column 0 the top-1 expert. Or, for a model
+    that mixes otherwise (gating.ml.mixes), what it served: runs (n, E) bool, the experts that
+    ran on each input (the dispatches), and lead (n,) the heaviest of them (the "top-1").
     """
     n_experts = probs.shape[-1]
     names = list(expert_names) if expert_names is not None else [str(i) for i in range(n_experts)]
     if len(input_domains) != probs.shape[0]:
         raise ValueError("one domain per input is needed")
-    top1 = topk_idx[:, 0].tolist()
+    if (runs is None) != (lead is None) or (runs is None) == (topk_idx is None):
+        raise ValueError("give either topk_idx or both runs and lead")
+    top1 = (topk_idx[:, 0] if lead is None else lead).tolist()
     hits = [expert_domains[e] == d for e, d in zip(top1, input_domains, strict=True)]
     h = entropy(probs).mean().item() if probs.shape[0] else 0.0
-    load = expert_load(topk_idx, n_experts)
+    load = expert_load(topk_idx, n_experts) if runs is None else dispatch_load(runs)
     threshold = DEAD_SHARE_OF_EVEN / n_experts
     return {
         "n_inputs": int(probs.shape[0]),

@@ -47,6 +47,31 @@ def test_it_scores_routed_predictions_per_domain_in_the_union_space(stub_expert)
     assert routing["entropy"] < math.log(2)
 
 
+def test_it_reports_the_dispatches_of_a_domain_mix_as_served(stub_expert):
+    """Two experts of domain a, one of b; the router likes b best alone (0.4) but domain a
+    more (0.6): the domain mix runs both a experts on every row, and the report says so."""
+    a1 = stub_expert("a", ["x", "y"], logits=[0.0, 2.0])
+    a2 = stub_expert("a", ["x", "y"], logits=[0.0, 1.0])
+    b = stub_expert("b", ["u", "v"], logits=[2.0, 0.0], seed=1)
+    router = Router(RouterConfig(hidden_size=4, n_experts=3, noise_std=0.0, input_layers=(1,)))
+    with torch.no_grad():
+        router.gate.weight.zero_()
+        router.gate.bias.copy_(torch.log(torch.tensor([0.25, 0.35, 0.4])))
+    moe = MixtureOfExperts(router, [a1, a2, b]).eval()
+    space = moe.label_space
+    sets = [EvalSet(d, TrunkSet({1: torch.randn(3, 4)}), torch.tensor([space.index(d, y)] * 3))
+            for d, y in (("a", "y"), ("b", "u"))]
+    _, top1 = evaluate_moe(moe, sets)
+    picked = balanced_routing(moe, sets, top1, expert_names=["a1", "a2", "b"])
+    assert picked["load"] == {"a1": 0.0, "a2": 0.0, "b": 1.0} and picked["accuracy"] == 0.5
+    scores, mixed = evaluate_moe(moe, sets, mix="domain")
+    assert scores["domains"]["a"]["accuracy"] == 1.0 and scores["domains"]["b"]["accuracy"] == 0
+    served = balanced_routing(moe, sets, mixed, expert_names=["a1", "a2", "b"])
+    assert served["load"] == {"a1": 0.5, "a2": 0.5, "b": 0.0}
+    assert served["accuracy"] == 0.5  # domain a's rows hit, b's went to a
+    assert mixed[0].lead.tolist() == [1, 1, 1]  # a2 weighs more (0.35 of 0.6)
+
+
 def test_it_predicts_with_one_expert_over_its_own_labels(stub_expert):
     expert = stub_expert("a", ["x", "y"], logits=[0.0, 2.0])
     pred = expert_logits(expert, TrunkSet({1: torch.randn(5, 4)}), batch_size=2).argmax(1)

@@ -61,6 +61,26 @@ def test_it_reports_routing_accuracy_entropy_load_and_dead_experts():
     assert report["utilization"] == pytest.approx(2 / 3)
 
 
+def test_it_reports_what_a_mix_served_when_given_the_experts_that_ran():
+    # two experts of domain a (ea1, ea2) mixed on rows routed to a, eb alone on the others
+    probs = torch.tensor([[0.3, 0.3, 0.4], [0.1, 0.1, 0.8], [0.5, 0.2, 0.3]])
+    runs = torch.tensor([[True, True, False], [False, False, True], [True, True, False]])
+    report = routing_report(probs, runs=runs, lead=torch.tensor([0, 2, 0]),
+                            expert_domains=["a", "a", "b"], input_domains=["a", "b", "b"],
+                            expert_names=["ea1", "ea2", "eb"])
+    assert report["accuracy"] == pytest.approx(2 / 3)  # the last row went to domain a
+    assert report["load"] == {"ea1": 0.4, "ea2": 0.4, "eb": 0.2}  # 5 dispatches
+    one_each = routing_report(probs, runs=torch.eye(3, dtype=torch.bool),
+                              lead=torch.arange(3), expert_domains=["a", "a", "b"],
+                              input_domains=["a", "a", "b"])
+    as_top1 = routing_report(probs, torch.arange(3)[:, None], expert_domains=["a", "a", "b"],
+                             input_domains=["a", "a", "b"])
+    assert one_each == as_top1  # one expert per row: the top-k report
+    with pytest.raises(ValueError, match="either topk_idx or both runs and lead"):
+        routing_report(probs, runs=runs, expert_domains=["a", "a", "b"],
+                       input_domains=["a", "b", "b"])
+
+
 def test_it_draws_an_equal_number_of_inputs_per_domain():
     domains = ["a"] * 10 + ["b"] * 3
     picked = balanced_sample(domains, seed=1)
