@@ -22,9 +22,14 @@ from gating.ml.moe import expert_view, router_features
 
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs of one call of fn (no gradients), as counted by FlopCounterMode."""
+    return counted(fn)[0]
+
+
+def counted(fn: Callable[[], object]) -> tuple[int, object]:
+    """FLOPs of one call of fn (no gradients) and what it returned."""
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
+        out = fn()
+    return int(counter.get_total_flops()), out
 
 
 def surface_flops(router, surface) -> int:
@@ -77,10 +82,9 @@ def moe_compute(
             totals["router"] += count_flops(lambda r=r, bag=bag: moe.router(r, bag)) + by_hand
             totals["dense"] += count_flops(partial(moe, row, mix="dense", router_input=r)
                                            ) + by_hand
-            served = partial(moe, row, top_k=top_k, mix=mix, router_input=r)
-            totals["routed"] += count_flops(served) + by_hand
-            with torch.no_grad():
-                chosen = [e for e, _ in served().chosen(0)]
+            flops, out = counted(partial(moe, row, top_k=top_k, mix=mix, router_input=r))
+            totals["routed"] += flops + by_hand
+            chosen = [e for e, _ in out.chosen(0)]
             for e, expert in enumerate(moe.experts):
                 view = expert_view(row, expert)
                 cost = count_flops(lambda expert=expert, view=view: expert(view))

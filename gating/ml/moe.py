@@ -99,12 +99,9 @@ class MoEOutput:
         return sorted(((i, w[i]) for i in idx), key=lambda t: (-t[1], t[0]))
 
 
-def gate_weights(
-    probs: torch.Tensor, topk_idx: torch.Tensor, topk_w: torch.Tensor, *, dense: bool = False
-) -> torch.Tensor:
-    """(B, E) weight of every expert per row: renormalised top-k (0 elsewhere) or full softmax."""
-    if dense:
-        return probs
+def gate_weights(probs: torch.Tensor, topk_idx: torch.Tensor, topk_w: torch.Tensor
+                 ) -> torch.Tensor:
+    """(B, E) weight of every expert per row: its renormalised top-k weight, 0 elsewhere."""
     return torch.zeros_like(probs).scatter(1, topk_idx, topk_w.to(probs.dtype))  # (B, E)
 
 
@@ -217,15 +214,6 @@ class MixtureOfExperts(nn.Module):
         """log p_i(y|x) of expert i on all rows of its trunk view, float32 (B, C_i)."""
         return torch.log_softmax(self.experts[i](view).float(), dim=-1)
 
-    def _within_domain(self, probs: torch.Tensor, exclude: Sequence[int]
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, E) which experts run on each row and their weights: every (not excluded) expert
-        of the row's most probable domain, its probability renormalised over them."""
-        inside, weights = domain_mix(probs, self._domain_of)  # excluded experts have p = 0
-        if exclude:
-            inside[:, list(exclude)] = False
-        return inside, weights
-
     def _run(self, trunk, rows_of: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """log p_i(y|x) of each expert i on its rows: (n_i, C_i) each.
 
@@ -296,7 +284,8 @@ class MixtureOfExperts(nn.Module):
             runs[:, list(exclude)] = False
             weights = probs
         elif mix == "domain":
-            runs, weights = self._within_domain(probs, exclude)
+            runs, weights = domain_mix(probs, self._domain_of)  # excluded experts have p = 0
+            runs[:, list(exclude)] = False
         else:  # each row's top-k experts, with their renormalised weights
             runs = torch.zeros_like(probs, dtype=torch.bool).scatter(1, topk_idx, True)
             weights = gate_weights(probs, topk_idx, topk_w)

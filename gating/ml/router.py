@@ -47,6 +47,13 @@ class RouterConfig:
         return out
 
 
+def router_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(B, E) the router's full float32 softmax at a temperature."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return torch.softmax(logits.float() / temperature, dim=-1)
+
+
 def route(
     logits: torch.Tensor, top_k: int, temperature: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -54,9 +61,7 @@ def route(
     n_experts = logits.shape[-1]
     if not 1 <= top_k <= n_experts:
         raise ValueError(f"top_k must be in [1, {n_experts}], got {top_k}")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, E)
+    probs = router_probs(logits, temperature)  # (B, E)
     topk_w, topk_idx = probs.topk(top_k, dim=-1)  # (B, k), (B, k)
     topk_w = topk_w / topk_w.sum(dim=-1, keepdim=True)  # (B, k)
     return probs, topk_idx, topk_w

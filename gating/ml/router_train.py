@@ -29,7 +29,7 @@ from experts.ml.surface import SurfaceBag
 from experts.ml.trunk import TrunkSet, experts_logits
 from gating.ml.losses import LAMBDA_BAL, LAMBDA_H, LAMBDA_Z, router_objective
 from gating.ml.moe import MixtureOfExperts, MoEOutput, gate_weights, integrate, mix_weights
-from gating.ml.router import Router, RouterConfig, route
+from gating.ml.router import Router, RouterConfig, route, router_probs
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +124,8 @@ def evaluate_cached(
     for start in range(0, len(data), batch_size):
         sl = slice(start, start + batch_size)
         logits = router(data.features[sl].to(device), _surface_rows(data, sl, device))
-        probs, _, _ = route(logits, top_k, router.config.temperature)
-        weights = mix_weights(probs, top_k=top_k, mix=mix, domain_of=domain_of)
+        weights = mix_weights(router_probs(logits, router.config.temperature), top_k=top_k,
+                              mix=mix, domain_of=domain_of)
         lps = [lp[sl].to(device) for lp in data.expert_log_probs]
         log_probs = integrate(lps, weights, columns, n_labels)
         target = data.targets[sl].to(device)
@@ -249,7 +249,7 @@ def _cached_forward(
     """MoEOutput of a batch from cached expert log-probs (same math as MixtureOfExperts)."""
     logits = router(data.features[rows].to(device), _surface_rows(data, rows, device))  # (B, E)
     probs, idx, w = route(logits, cfg.top_k, cfg.temperature)
-    weights = gate_weights(probs, idx, w, dense=cfg.train_dense)  # (B, E)
+    weights = probs if cfg.train_dense else gate_weights(probs, idx, w)  # (B, E)
     lps = [lp[rows].to(device) for lp in data.expert_log_probs]
     log_probs = integrate(lps, weights, columns, n_labels)  # (B, Y)
     return MoEOutput(log_probs, logits, probs, idx, w)
