@@ -154,7 +154,7 @@ class FeatureCache:
         self, texts: Sequence[str], spec: TrunkSpec, *, on_progress: ProgressFn | None = None
     ) -> TrunkSet:
         """The TrunkSet of `texts` for `spec`, encoding what is missing in one backbone pass."""
-        ids, surface = spec.ids, spec.surface
+        ids, surface, version = spec.ids, spec.surface, spec.surface_version
         spec = TrunkSpec.of(pooled=spec.all_pooled, tokens=spec.tokens)
         digests = [text_hash(t) for t in texts]
         missing: dict[bytes, str] = {}
@@ -177,16 +177,16 @@ class FeatureCache:
             tokens={layer: self._read_tokens(digests, layer) for layer in spec.tokens},
             # Token ids and surface features are not stored: both are cheap next to encoding.
             ids=self.backbone.tokenize(texts) if ids else None,
-            surface=self._surface(texts, digests, surface) if surface else None,
+            surface=self._surface(texts, digests, surface, version) if surface else None,
         )
 
-    def _surface(self, texts: Sequence[str], digests: Sequence[bytes], buckets: int
-                 ) -> SurfaceBag:
+    def _surface(self, texts: Sequence[str], digests: Sequence[bytes], buckets: int,
+                 version: int) -> SurfaceBag:
         """The texts' surface bag, hashed once per text set while it is among the last few."""
-        key = (buckets, hashlib.sha256(b"".join(digests)).digest())
+        key = (buckets, version, hashlib.sha256(b"".join(digests)).digest())
         bag = self._bags.get(key)
         if bag is None:
-            bag = self._bags[key] = SurfaceBag.of_texts(texts, buckets)
+            bag = self._bags[key] = SurfaceBag.of_texts(texts, buckets, version)
             while len(self._bags) > _SURFACE_SETS:
                 self._bags.popitem(last=False)
         self._bags.move_to_end(key)

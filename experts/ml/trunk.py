@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from experts.ml.surface import SurfaceBag
+from experts.ml.surface import LATEST_SURFACE_VERSION, SurfaceBag
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -109,17 +109,21 @@ class TrunkSpec:
     ids: bool = False  # token ids and mask (for experts that run the backbone themselves)
     # hash buckets of the text's surface features (experts.ml.surface) a router reads; 0 = none
     surface: int = 0
+    surface_version: int = LATEST_SURFACE_VERSION  # feature set (experts.ml.surface)
 
     @classmethod
     def of(cls, *, pooled: Iterable[int] = (), tokens: Iterable[int] = (), ids: bool = False,
-           surface: int = 0) -> TrunkSpec:
-        return cls(tuple(sorted(set(pooled))), tuple(sorted(set(tokens))), ids, int(surface))
+           surface: int = 0, surface_version: int = LATEST_SURFACE_VERSION) -> TrunkSpec:
+        return cls(tuple(sorted(set(pooled))), tuple(sorted(set(tokens))), ids, int(surface),
+                   int(surface_version))
 
     @classmethod
     def for_experts(cls, experts: Iterable[nn.Module], *, router_layers: Iterable[int] = (),
-                    router_surface: int = 0) -> TrunkSpec:
+                    router_surface: int = 0,
+                    router_surface_version: int = LATEST_SURFACE_VERSION) -> TrunkSpec:
         """What the experts (at their split layers) and a router (at its layers and, with
-        `router_surface` buckets, the text's surface features) read."""
+        `router_surface` buckets, the text's surface features of `router_surface_version`)
+        read."""
         pooled, tokens, ids = set(router_layers), set(), False
         for expert in experts:
             if needs_ids(expert):
@@ -127,7 +131,8 @@ class TrunkSpec:
                 continue
             layer, needs_tokens = expert_tap(expert)
             (tokens if needs_tokens else pooled).add(layer)
-        return cls.of(pooled=pooled, tokens=tokens, ids=ids, surface=router_surface)
+        return cls.of(pooled=pooled, tokens=tokens, ids=ids, surface=router_surface,
+                      surface_version=router_surface_version)
 
     @property
     def depth(self) -> int:
@@ -142,7 +147,9 @@ class TrunkSpec:
 
 def surface_of(texts: Sequence[str], spec: TrunkSpec) -> SurfaceBag | None:
     """The surface features of `texts` when `spec` asks for them (the encoders' one rule)."""
-    return SurfaceBag.of_texts(texts, spec.surface) if spec.surface else None
+    if not spec.surface:
+        return None
+    return SurfaceBag.of_texts(texts, spec.surface, spec.surface_version)
 
 
 @dataclass

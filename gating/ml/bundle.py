@@ -48,7 +48,8 @@ class GatingModel:
         (surface routers) the texts' surface features."""
         router = self.moe.router.config
         return TrunkSpec.for_experts(self.moe.experts, router_layers=router.input_layers,
-                                     router_surface=router.surface_buckets)
+                                     router_surface=router.surface_buckets,
+                                     router_surface_version=router.surface_version)
 
     @property
     def needs_tokens(self) -> bool:
@@ -104,6 +105,8 @@ def _meta(data: bytes, path: Path) -> dict:
     if meta["format"] == 1:
         # Format 1 had one split layer shared by every expert and read by the router.
         meta["router"] = {**meta["router"], "input_layers": [meta["split_layer"]]}
+    # Routers written before surface feature versions existed hashed version 1's features.
+    meta["router"] = {"surface_version": 1, **meta["router"]}
     return meta
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experts.ml.surface import SurfaceBag
+from experts.ml.surface import LATEST_SURFACE_VERSION, SurfaceBag, check_surface_version
 from gating.ml.mixes import check_mix
 
 
@@ -35,11 +35,15 @@ class RouterConfig:
     # the `pooled` of a single-layer TrunkBatch (stand-alone use and tests).
     input_layers: tuple[int, ...] = ()
     surface_buckets: int = 0  # hash buckets of the surface features it reads; 0 = none
+    # which feature set those buckets hash (experts.ml.surface.SURFACE_VERSIONS); a bundle
+    # written before versions existed holds version 1 (gating.ml.bundle reads it so)
+    surface_version: int = LATEST_SURFACE_VERSION
     mix: str = "top_k"  # which experts run on an input and with what weight (MIXES)
 
     def __post_init__(self) -> None:
         self.input_layers = tuple(int(x) for x in self.input_layers)  # JSON gives a list
         check_mix(self.mix)
+        check_surface_version(self.surface_version)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -115,10 +119,13 @@ class Router(nn.Module):
                 raise ValueError("this router reads the texts' surface features and none were "
                                  f"given (the trunk spec needs surface="
                                  f"{self.config.surface_buckets})")
-            if surface.buckets != self.config.surface_buckets or len(surface) != len(logits):
-                raise ValueError(f"surface features of {len(surface)} texts in "
-                                 f"{surface.buckets} buckets for a router of "
-                                 f"{self.config.surface_buckets} buckets and {len(logits)} rows")
+            if (surface.buckets, surface.version) != (
+                    self.config.surface_buckets, self.config.surface_version
+            ) or len(surface) != len(logits):
+                raise ValueError(f"surface features (version {surface.version}) of "
+                                 f"{len(surface)} texts in {surface.buckets} buckets for a "
+                                 f"router of {self.config.surface_buckets} buckets (version "
+                                 f"{self.config.surface_version}) and {len(logits)} rows")
             logits = logits + self.surface(surface.ids, surface.offsets)  # (B, E)
         if self.training and self.config.noise_std > 0:
             scale = F.softplus(self.noise(h))  # (B, E)

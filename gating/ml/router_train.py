@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from experts.ml.common import ProgressFn, StopFn, check_stop
-from experts.ml.surface import SurfaceBag
+from experts.ml.surface import LATEST_SURFACE_VERSION, SurfaceBag
 from experts.ml.trunk import TrunkSet, experts_logits
 from gating.ml.losses import LAMBDA_BAL, LAMBDA_H, LAMBDA_Z, router_objective
 from gating.ml.moe import MixtureOfExperts, MoEOutput, gate_weights, integrate, mix_weights
@@ -55,6 +55,7 @@ class RouterTrainConfig:
     balanced: bool = True  # draw the same number of inputs from every domain per epoch
     samples_per_domain: int | None = None  # per epoch when balanced; None = largest domain's size
     surface_buckets: int = 0  # > 0: the router also reads the texts' surface features
+    surface_version: int = LATEST_SURFACE_VERSION  # of those features (experts.ml.surface)
     # How the served model mixes the experts (gating.ml.mixes.MIXES): kept in the router's
     # config, so every forward serves it; the dev selection scores it (training is the same).
     mix: str = "top_k"
@@ -169,11 +170,17 @@ def train_router(
                 hidden_size=width, n_experts=len(experts), top_k=cfg.top_k,
                 temperature=cfg.temperature, noise_std=cfg.noise_std,
                 mlp_hidden=cfg.mlp_hidden, dropout=cfg.dropout, input_layers=train.layers,
-                surface_buckets=cfg.surface_buckets, mix=cfg.mix,
+                surface_buckets=cfg.surface_buckets, surface_version=cfg.surface_version,
+                mix=cfg.mix,
             )
         )
         if cfg.surface_buckets and (train.surface is None or dev.surface is None):
             raise ValueError("a surface router needs the surface features of its inputs")
+        if cfg.surface_buckets and {train.surface.version, dev.surface.version} != {
+                cfg.surface_version}:
+            raise ValueError(f"a router on surface features version {cfg.surface_version} "
+                             f"was given bags of version {train.surface.version} (train) "
+                             f"and {dev.surface.version} (dev)")
         router.fit_input_stats(train.features)
         router.to(device)
         # fused: one kernel per step instead of one per parameter group and moment, 11x

@@ -20,7 +20,7 @@ from experts.ml.artifact import load_expert
 from experts.ml.common import ProgressFn, StopFn, report
 from experts.ml.data import DomainData, Example, subsample
 from experts.ml.features import FeatureCache
-from experts.ml.surface import DEFAULT_BUCKETS
+from experts.ml.surface import DEFAULT_BUCKETS, LATEST_SURFACE_VERSION
 from experts.ml.trunk import TrunkSet, TrunkSpec, expert_tap
 from gating.ml.bundle import GatingError, GatingModel
 from gating.ml.moe import LabelSpace, MixtureOfExperts
@@ -68,6 +68,9 @@ class GatingTrainConfig:
     # Hash buckets of the texts' surface features the router also reads (experts.ml.surface:
     # character n-grams and words as written); 0 = the trunk features only.
     router_surface_buckets: int = DEFAULT_BUCKETS
+    # Which feature set (experts.ml.surface.SURFACE_VERSIONS): 2 adds the text's start and end
+    # marks and shape tokens (length band, capitals, split-off punctuation) to the n-grams.
+    router_surface_version: int = LATEST_SURFACE_VERSION
     # Which experts run on an input and with what weight (gating.ml.mixes.MIXES): "top_k" (its
     # top_k experts), "domain" (every expert of its most probable domain: several contributors'
     # experts of one domain mixed instead of one picked), "dense" (every expert).
@@ -83,7 +86,8 @@ class GatingTrainConfig:
             lambda_h=self.lambda_h, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
             patience=self.patience, seed=self.seed, device=self.device,
             samples_per_domain=self.samples_per_domain,
-            surface_buckets=self.router_surface_buckets, mix=self.mix,
+            surface_buckets=self.router_surface_buckets,
+            surface_version=self.router_surface_version, mix=self.mix,
         )
 
     def input_layers(self, experts: Sequence[nn.Module]) -> tuple[int, ...]:
@@ -190,7 +194,8 @@ def train_gating(
                               f"{e.config.domain!r} does not have")
     layers = cfg.input_layers(experts)
     spec = TrunkSpec.for_experts(experts, router_layers=layers,
-                                 router_surface=cfg.router_surface_buckets)
+                                 router_surface=cfg.router_surface_buckets,
+                                 router_surface_version=cfg.router_surface_version)
     train_rows, dev_rows = router_rows(domains, cfg)
 
     def encoding(done: float, total: float, message: str) -> None:

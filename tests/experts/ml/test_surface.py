@@ -3,22 +3,87 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import zlib
 
 import pytest
 import torch
 
 from experts.ml.features import FeatureCache
-from experts.ml.surface import MAX_SURFACE_CHARS, SurfaceBag, surface_ids
+from experts.ml.surface import (
+    LATEST_SURFACE_VERSION,
+    MAX_SURFACE_CHARS,
+    SurfaceBag,
+    shape_tokens,
+    surface_ids,
+)
 from experts.ml.trunk import TrunkSet, TrunkSpec, surface_of
 
 
 def test_ids_are_distinct_sorted_and_in_range():
-    ids = surface_ids("ok lar, c u 2nite", 97)
+    ids = surface_ids("ok lar, c u 2nite", 97, version=1)
     assert ids == sorted(set(ids))
     assert all(0 <= i < 97 for i in ids)
     # " ok lar, c u 2nite " has 19 characters: 18 bigrams ... 15 five-grams, plus 5 words;
     # distinct buckets can only be fewer (repeats and collisions)
     assert 0 < len(ids) <= 18 + 17 + 16 + 15 + 5
+
+
+def _crc(grams, buckets):
+    return sorted({zlib.crc32(g.encode("utf-8")) % buckets for g in grams})
+
+
+def test_version_1_is_the_feature_set_routers_learned_before_versions():
+    # " ok u " by hand: its 2- to 5-grams and its two words; nothing else
+    grams = [" o", "ok", "k ", " u", "u ", " ok", "ok ", "k u", " u ", " ok ", "ok u", "k u ",
+             " ok u", "ok u ", "w:ok", "w:u"]
+    assert surface_ids("ok u", 1 << 18, version=1) == _crc(grams, 1 << 18)
+
+
+def test_version_2_marks_the_ends_and_adds_the_shape_of_the_text():
+    grams = ["\x02o", "ok", "k ", " u", "u\x03", "\x02ok", "ok ", "k u", " u\x03", "\x02ok ",
+             "ok u", "k u\x03", "\x02ok u", "ok u\x03", "w:ok", "w:u",
+             "s:len2", "s:nocaps", "s:enda"]
+    assert surface_ids("ok u", 1 << 18, version=2) == _crc(grams, 1 << 18)
+    assert surface_ids("ok u", 1 << 18) == surface_ids("ok u", 1 << 18, version=2)
+    assert LATEST_SURFACE_VERSION == 2
+    # a capital that opens the text is another gram than one inside it
+    start, inside = surface_ids("Ok", 1 << 18), surface_ids("so Ok", 1 << 18)
+    assert zlib.crc32(b"\x02O") % (1 << 18) in start
+    assert zlib.crc32(b"\x02O") % (1 << 18) not in inside
+
+
+@pytest.mark.parametrize(("text", "tokens"), [
+    # SST: lower case, treebank-split punctuation and clitics
+    ("it 's a charming , funny film .", ["s:len6", "s:nocaps", "s:sp,", "s:sp.", "s:clitic",
+                                         "s:end."]),
+    # TREC: a capital first, the question mark split off
+    ("What is the capital of Peru ?", ["s:len6", "s:capstart", "s:sp?", "s:end?"]),
+    # SMS: punctuation glued to the words, a digit, no final stop
+    ("Hi. Call me at 5pm, ok?", ["s:len6", "s:capstart", "s:gl,", "s:gl.", "s:gl?",
+                                 "s:digit", "s:end?"]),
+    ("Ok lar...", ["s:len2", "s:capstart", "s:end."]),  # "..." is no glued full stop
+    ("ok", ["s:len1", "s:nocaps", "s:enda"]),
+    (", at last", ["s:len3", "s:nocaps", "s:sp,", "s:enda"]),  # split off at the start too
+    ("don 't go n't", ["s:len4", "s:nocaps", "s:clitic", "s:enda"]),
+    ("a b c d e f g h i j k l m n o p q r s t u v w x y z", ["s:len25", "s:nocaps", "s:enda"]),
+    ("", ["s:len0", "s:nocaps", "s:end"]),
+])
+def test_shape_tokens_name_what_tells_the_sources_apart(text, tokens):
+    assert shape_tokens(text) == tokens
+
+
+def test_an_unknown_feature_version_is_refused():
+    with pytest.raises(ValueError, match=r"surface feature version must be one of \(1, 2\), "
+                                         "got 3"):
+        surface_ids("x", 8, version=3)
+
+
+def test_bags_keep_their_version_and_two_versions_do_not_join():
+    bag = SurfaceBag.of_texts(["Ok lar", "a film"], 64, version=1)
+    assert bag.version == 1 and bag.rows([1]).version == 1 and bag.to("cpu").version == 1
+    assert SurfaceBag.concat([bag, bag]).version == 1
+    with pytest.raises(ValueError, match="bucket counts or feature versions"):
+        SurfaceBag.concat([bag, SurfaceBag.of_texts(["Ok lar"], 64, version=2)])
 
 
 def test_case_and_spelling_change_the_ids():
@@ -85,7 +150,9 @@ def test_trunk_sets_carry_the_bag_through_batches_subsets_and_concat():
 def test_the_encoders_attach_a_bag_only_when_the_spec_asks():
     assert surface_of(["a", "b"], TrunkSpec.of(pooled=[0])) is None
     got = surface_of(["a", "b"], TrunkSpec.of(pooled=[0], surface=32))
-    assert got is not None and got.buckets == 32 and len(got) == 2
+    assert got is not None and got.buckets == 32 and len(got) == 2 and got.version == 2
+    assert surface_of(["a"], TrunkSpec.of(pooled=[0], surface=32, surface_version=1)
+                      ).version == 1
 
 
 def test_the_feature_cache_hashes_a_text_set_once_and_keeps_the_last_few(tiny_backbone,
@@ -100,6 +167,10 @@ def test_the_feature_cache_hashes_a_text_set_once_and_keeps_the_last_few(tiny_ba
     other = cache.load(texts[::-1], spec).surface  # another order is another set
     assert torch.equal(other.ids, SurfaceBag.of_texts(texts[::-1], 64).ids)
     assert cache.load(texts, TrunkSpec.of(pooled=[0], surface=32)).surface.buckets == 32
+    old = cache.load(texts, TrunkSpec.of(pooled=[0], surface=64, surface_version=1)).surface
+    assert old.version == 1  # the same texts and buckets, the other feature set: its own bag
+    assert torch.equal(old.ids, SurfaceBag.of_texts(texts, 64, version=1).ids)
+    assert first.version == 2 and not torch.equal(old.ids, first.ids)
     for i in range(5):  # older sets fall out; the bag is rebuilt, equal to the first
         cache.load([f"text {i}"], spec)
     again = cache.load(texts, spec).surface

@@ -3,16 +3,20 @@ into one gating model, survive the bundle round trip, serve through the Predicto
 they evaluate, and count compute per routed input."""
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 import torch
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
 
 from experts.ml.data import DomainData
 from experts.ml.features import FeatureCache
-from experts.ml.surface import DEFAULT_BUCKETS
+from experts.ml.safetensors_header import header_metadata
+from experts.ml.surface import DEFAULT_BUCKETS, LATEST_SURFACE_VERSION
 from experts.ml.trunk import TrunkSpec
-from gating.ml.bundle import GatingError, load_bundle, save_bundle
+from gating.ml.bundle import GatingError, bundle_bytes, load_bundle, save_bundle
 from gating.ml.evaluate import evaluate_gating, predict_moe
 from gating.ml.predictor import Predictor
 from gating.ml.training import GatingTrainConfig, train_gating
@@ -63,8 +67,10 @@ def test_it_reads_one_trunk_for_experts_of_different_layers(mixed):
     assert model.moe.router.config.input_layers == (TINY_LAYERS, 0)
     # the head reads pooled layer 4, the branch token states of layer 2, the router 4 and 0
     # ... and, by default, the texts' surface features (hashed character n-grams)
-    assert model.spec == TrunkSpec(pooled=(0, TINY_LAYERS), tokens=(2,), surface=DEFAULT_BUCKETS)
+    assert model.spec == TrunkSpec(pooled=(0, TINY_LAYERS), tokens=(2,), surface=DEFAULT_BUCKETS,
+                                   surface_version=LATEST_SURFACE_VERSION)
     assert model.moe.router.config.surface_buckets == DEFAULT_BUCKETS
+    assert model.moe.router.config.surface_version == LATEST_SURFACE_VERSION
     assert model.spec.depth == TINY_LAYERS
     assert result.curves["regularized"] and result.curves["unregularized"]
 
@@ -83,6 +89,28 @@ def test_it_round_trips_the_bundle(mixed, tmp_path):
         assert all(torch.equal(want[k], got[k]) for k in want)  # float32 bytes read back
     with pytest.raises(GatingError, match="built on backbone"):
         load_bundle(tmp_path / "bundle.safetensors", expected_fingerprint="0" * 64)
+
+
+def test_a_bundle_from_before_surface_versions_reads_the_features_it_learned(mixed, tmp_path,
+                                                                            tiny_backbone):
+    # Written by the code before versions existed: no surface_version in the router's config;
+    # its bucket table was learned on version 1's n-grams, so that is what it must be fed.
+    model, cache, domains = mixed
+    model = model.model
+    data = bundle_bytes(model)
+    meta = json.loads(header_metadata(data, max_header=1 << 20)["gating"])
+    del meta["router"]["surface_version"]
+    old = tmp_path / "old.safetensors"
+    old.write_bytes(save_safetensors_bytes(load_safetensors_bytes(data),
+                                           metadata={"gating": json.dumps(meta)}))
+    loaded = load_bundle(old)
+    assert loaded.moe.router.config.surface_version == 1
+    assert loaded.spec.surface_version == 1 and loaded.unregularized.config.surface_version == 1
+    texts = [t for d in domains for t, _ in d.test]
+    served = Predictor(tiny_backbone, loaded, batch_size=5).predict(texts)  # version-1 bags
+    assert len(served) == len(texts)
+    with pytest.raises(ValueError, match="version 2"):  # fed the new features: refused
+        predict_moe(loaded.moe, cache.load(texts, model.spec))
 
 
 def test_it_refuses_a_file_that_is_not_a_bundle(tmp_path):

@@ -91,3 +91,9 @@ def test_a_surface_router_adds_the_mean_of_its_bucket_vectors_to_the_gate():
         router(x)
     with pytest.raises(ValueError, match="in 8 buckets for a router of 16"):
         router(x, SurfaceBag.of_ids([[1], [2]], 8))
+    # a bag of the other feature set hashes other grams into those buckets: refused
+    with pytest.raises(ValueError, match=r"\(version 1\) of 2 texts in 16 buckets for a "
+                                         r"router of 16 buckets \(version 2\)"):
+        router(x, SurfaceBag.of_ids([[1], [2]], 16, version=1))
+    with pytest.raises(ValueError, match="surface feature version must be one of"):
+        RouterConfig(hidden_size=4, n_experts=2, surface_buckets=16, surface_version=0)

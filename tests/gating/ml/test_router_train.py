@@ -165,3 +165,16 @@ def test_a_surface_router_needs_the_bags_of_its_inputs():
     with pytest.raises(ValueError, match="needs the surface features"):
         train_router(RouterTrainConfig(epochs=1, surface_buckets=1 << 12), experts=experts,
                      train=bare, dev=bare)
+
+
+def test_a_surface_router_is_trained_on_bags_of_its_own_feature_version():
+    experts, train, _ = _spelling_task(10, seed=0)
+    texts = ["ok lar"] * len(train)
+    old = replace(train, surface=SurfaceBag.of_texts(texts, 1 << 12, version=1))
+    with pytest.raises(ValueError, match="version 2 was given bags of version 1 "):
+        train_router(RouterTrainConfig(epochs=1, surface_buckets=1 << 12), experts=experts,
+                     train=old, dev=train)
+    trained = train_router(RouterTrainConfig(epochs=1, surface_buckets=1 << 12,
+                                             surface_version=1),
+                           experts=experts, train=old, dev=old)
+    assert trained.router.config.surface_version == 1
