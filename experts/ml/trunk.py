@@ -114,8 +114,10 @@ class TrunkSpec:
     @classmethod
     def of(cls, *, pooled: Iterable[int] = (), tokens: Iterable[int] = (), ids: bool = False,
            surface: int = 0, surface_version: int = LATEST_SURFACE_VERSION) -> TrunkSpec:
+        # without surface features the version means nothing: one spec for "no bag"
+        version = int(surface_version) if surface else LATEST_SURFACE_VERSION
         return cls(tuple(sorted(set(pooled))), tuple(sorted(set(tokens))), ids, int(surface),
-                   int(surface_version))
+                   version)
 
     @classmethod
     def for_experts(cls, experts: Iterable[nn.Module], *, router_layers: Iterable[int] = (),

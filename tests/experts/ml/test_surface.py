@@ -149,6 +149,8 @@ def test_trunk_sets_carry_the_bag_through_batches_subsets_and_concat():
 
 def test_the_encoders_attach_a_bag_only_when_the_spec_asks():
     assert surface_of(["a", "b"], TrunkSpec.of(pooled=[0])) is None
+    # without a bag the feature version means nothing: one spec either way
+    assert TrunkSpec.of(pooled=[0], surface_version=1) == TrunkSpec.of(pooled=[0])
     got = surface_of(["a", "b"], TrunkSpec.of(pooled=[0], surface=32))
     assert got is not None and got.buckets == 32 and len(got) == 2 and got.version == 2
     assert surface_of(["a"], TrunkSpec.of(pooled=[0], surface=32, surface_version=1)
